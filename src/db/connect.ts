@@ -1,0 +1,73 @@
+import { mkdirSync } from 'node:fs'
+import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import pg from 'pg'
+import type { Database } from './database.ts'
+
+// bigint (int8) ids exceed Number.MAX_SAFE_INTEGER in the long run: keep them as strings (pg's default).
+
+/** What `openDatabase` needs; a subset of `Config`. */
+export interface DatabaseOptions {
+  /** PostgreSQL URL; `undefined` opens embedded PGlite in `dataDir`. */
+  databaseUrl: string | undefined
+  dataDir: string
+  /** Pool size (PostgreSQL only). */
+  poolMax?: number
+  /** Statement timeout in ms (PostgreSQL only). */
+  statementTimeoutMs?: number
+  /** How long to wait for a pool connection before failing, in ms. */
+  connectionTimeoutMs?: number
+}
+
+/** An open database: the Kysely handle plus what it runs on. */
+export interface DatabaseHandle {
+  db: Kysely<Database>
+  kind: 'postgres' | 'pglite'
+  /** Closes the pool (or PGlite). Idempotent. */
+  close: () => Promise<void>
+}
+
+/**
+ * Opens PostgreSQL when `databaseUrl` is set, otherwise embedded PGlite stored in `dataDir`.
+ * Connecting is lazy on PostgreSQL: an unreachable server surfaces as errors on the first query,
+ * which the webhook turns into 503.
+ */
+export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHandle> {
+  if (opts.databaseUrl !== undefined) {
+    const pool = new pg.Pool({
+      connectionString: opts.databaseUrl,
+      max: opts.poolMax ?? 10,
+      connectionTimeoutMillis: opts.connectionTimeoutMs ?? 2000,
+      statement_timeout: opts.statementTimeoutMs ?? 5000,
+      query_timeout: (opts.statementTimeoutMs ?? 5000) + 1000,
+      idleTimeoutMillis: 30_000
+    })
+    // An idle client losing its connection must not crash the process.
+    pool.on('error', () => {})
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+    let closed = false
+    return {
+      db,
+      kind: 'postgres',
+      close: async () => {
+        if (closed) return
+        closed = true
+        await db.destroy()
+      }
+    }
+  }
+  mkdirSync(opts.dataDir, { recursive: true })
+  const { PGlite } = await import('@electric-sql/pglite')
+  const pglite = await PGlite.create(opts.dataDir)
+  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
+  let closed = false
+  return {
+    db,
+    kind: 'pglite',
+    close: async () => {
+      if (closed) return
+      closed = true
+      await db.destroy()
+      if (!pglite.closed) await pglite.close()
+    }
+  }
+}

@@ -1,0 +1,71 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+
+/** Timestamps are written as `Date` and read back as `Date` (timestamptz). */
+type Timestamp = ColumnType<Date, Date | string, Date | string>
+/** A timestamp the database fills by default. */
+type DefaultTimestamp = ColumnType<Date, Date | string | undefined, Date | string>
+
+/** The providers Tidings tracks. */
+export type Provider = 'twilio' | 'resend'
+
+/** `sms`, `mms` and `whatsapp` come from Twilio; `email` from Resend. */
+export type Channel = 'sms' | 'mms' | 'whatsapp' | 'email'
+
+/** Where an event came from: a provider's webhook, a reconciliation fetch, or our own REST API. */
+export type EventSource = 'webhook' | 'reconcile' | 'api'
+
+/** One row per provider message (Twilio `MessageSid`, Resend `email_id`). */
+export interface MessagesTable {
+  sid: string
+  provider: Provider
+  channel: Channel
+  account_sid: string | null
+  messaging_service_sid: string | null
+  /** Sender; E.164 for phone channels, the `whatsapp:` prefix removed. */
+  from_address: string | null
+  /** Recipient; E.164 for phone channels, the `whatsapp:` prefix removed. */
+  to_address: string | null
+  /** Current status: the highest-ranked status received (see `src/domain/status-precedence.ts`). */
+  status: string | null
+  /** Rank of `status`; 0 while no ranked status has been received. */
+  status_rank: Generated<number>
+  error_code: string | null
+  error_message: string | null
+  body: string | null
+  sent_at: Timestamp | null
+  delivered_at: Timestamp | null
+  read_at: Timestamp | null
+  failed_at: Timestamp | null
+  created_at: DefaultTimestamp
+  updated_at: DefaultTimestamp
+}
+
+/** One row per distinct `(message_sid, message_status)`; `id` orders timelines and streams. */
+export interface MessageEventsTable {
+  /** bigint identity; read back as a decimal string. */
+  id: ColumnType<string, never, never>
+  message_sid: string
+  message_status: string
+  channel: Channel
+  from_address: string | null
+  to_address: string | null
+  error_code: string | null
+  error_message: string | null
+  /** The full parameter set or payload as received. */
+  raw: ColumnType<Record<string, unknown>, string, string>
+  received_at: DefaultTimestamp
+  /** Carrier's delivery-receipt time (Twilio `RawDlrDoneDate`), when present. */
+  carrier_at: Timestamp | null
+  source: EventSource
+}
+
+export interface Database {
+  messages: MessagesTable
+  message_events: MessageEventsTable
+}
+
+export type MessageRow = Selectable<MessagesTable>
+export type NewMessageRow = Insertable<MessagesTable>
+export type MessageUpdate = Updateable<MessagesTable>
+export type MessageEventRow = Selectable<MessageEventsTable>
+export type NewMessageEventRow = Insertable<MessageEventsTable>

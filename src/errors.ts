@@ -1,0 +1,38 @@
+/**
+ * The error catalogue: every error body Tidings sends is `{ code, message }` with one of these
+ * stable codes. Domain code throws `AppError`s; `src/app.ts` maps them to HTTP in one handler.
+ */
+export const ERROR_STATUS = {
+  invalid_payload: 400,
+  unauthorized: 401,
+  invalid_signature: 403,
+  unknown_account: 403,
+  message_not_found: 404,
+  not_found: 404,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  database_unavailable: 503,
+  internal_error: 500
+} as const
+
+export type ErrorCode = keyof typeof ERROR_STATUS
+
+/** An error with a stable `code` and a human `message` safe to show the caller. */
+export class AppError extends Error {
+  readonly code: ErrorCode
+  readonly statusCode: number
+  /** Seconds, sent as `Retry-After` (503s). */
+  readonly retryAfterS: number | undefined
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, retryAfterS?: number }) {
+    super(message, { cause: options?.cause })
+    this.name = 'AppError'
+    this.code = code
+    this.statusCode = ERROR_STATUS[code]
+    this.retryAfterS = options?.retryAfterS
+  }
+}
+
+/** The database could not be reached or did not answer in time; the client should retry. */
+export function databaseUnavailable (cause: unknown): AppError {
+  return new AppError('database_unavailable', 'The database is unavailable; nothing was recorded. Retry later.', { cause, retryAfterS: 5 })
+}

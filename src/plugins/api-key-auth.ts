@@ -1,0 +1,45 @@
+/**
+ * Bearer API-key authentication for the `/v1` routes. Keys are held as SHA-256 digests and
+ * compared in constant time against every configured key (no early exit), so neither the key
+ * nor which key matched leaks through timing. The key's name is logged with the request.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { ApiKey } from '../config/config.ts'
+import { AppError } from '../errors.ts'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Name of the API key that authenticated the request (`/v1` routes). */
+    apiKeyName?: string
+  }
+}
+
+/** The name of the key matching `presented`, or `undefined`. Constant time over all keys. */
+export function matchApiKey (keys: readonly ApiKey[], presented: string): string | undefined {
+  const digest = createHash('sha256').update(presented).digest()
+  let match: string | undefined
+  for (const key of keys) {
+    if (timingSafeEqual(key.hash, digest) && match === undefined) match = key.name
+  }
+  return match
+}
+
+/**
+ * Registers an `onRequest` hook, in the encapsulating context only, that requires
+ * `Authorization: Bearer <key>`.
+ * @throws {AppError} `unauthorized` (401) when the header is missing, malformed or the key unknown.
+ */
+export const apiKeyAuth = fp(async function apiKeyAuth (app: FastifyInstance, opts: { keys: readonly ApiKey[] }) {
+  app.addHook('onRequest', async (request: FastifyRequest) => {
+    const header = request.headers.authorization
+    const m = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header)
+    const name = m === null ? undefined : matchApiKey(opts.keys, m[1])
+    if (name === undefined) {
+      throw new AppError('unauthorized', 'Send a valid API key as "Authorization: Bearer <key>"')
+    }
+    request.apiKeyName = name
+    request.log = request.log.child({ apiKey: name })
+  })
+}, { name: 'api-key-auth' })

@@ -1,0 +1,53 @@
+/**
+ * Twilio request validation, with twilio-node's own `validateRequest`
+ * (https://www.twilio.com/docs/usage/webhooks/webhooks-security).
+ *
+ * The token is chosen by the `AccountSid` in the payload, because sub-accounts sign with their own
+ * token and looking up by phone number breaks for Messaging Service pools. Every configured token
+ * of that account is tried (old and new during rotation). There is no switch that turns this off.
+ */
+import twilio from 'twilio'
+
+/** `valid`, or why the request was refused. */
+export type TwilioSignatureVerdict = 'valid' | 'invalid_signature' | 'unknown_account'
+
+/**
+ * Checks `X-Twilio-Signature` over `url` and every received parameter.
+ * @param tokens - auth tokens per `AccountSid`.
+ * @param signature - the header value, or `undefined` when absent.
+ * @param url - the public URL Twilio requested, query string included (see `publicUrlOf`).
+ * @param params - every form parameter received, repeated names as arrays.
+ * @returns `unknown_account` when the payload names an `AccountSid` with no configured token;
+ *   when it names none, every configured token is tried.
+ */
+export function verifyTwilioSignature (
+  tokens: ReadonlyMap<string, readonly string[]>,
+  signature: string | undefined,
+  url: string,
+  params: Record<string, unknown>
+): TwilioSignatureVerdict {
+  const accountSid = typeof params.AccountSid === 'string' ? params.AccountSid : undefined
+  let candidates: readonly string[]
+  if (accountSid !== undefined) {
+    const forAccount = tokens.get(accountSid)
+    if (forAccount === undefined) return 'unknown_account'
+    candidates = forAccount
+  } else {
+    candidates = [...tokens.values()].flat()
+  }
+  if (signature === undefined || signature === '') return 'invalid_signature'
+  for (const token of candidates) {
+    if (twilio.validateRequest(token, signature, url, params)) return 'valid'
+  }
+  return 'invalid_signature'
+}
+
+/**
+ * The URL Twilio requested: the configured public base URL plus the raw path and query as
+ * received (never re-encoded), so checks work behind TLS-terminating proxies.
+ * @param publicBaseUrl - e.g. `https://hooks.example.com` (no trailing slash).
+ * @param rawUrl - the request line's target, e.g. `/webhooks/twilio/status?tenant=a`.
+ */
+export function publicUrlOf (publicBaseUrl: string, rawUrl: string): string {
+  return publicBaseUrl + rawUrl
+}

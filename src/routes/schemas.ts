@@ -1,0 +1,51 @@
+/**
+ * TypeBox schemas shared by routes and checked against `openapi.yaml` by the contract test.
+ */
+import { Type, type Static } from '@sinclair/typebox'
+
+export const ErrorBody = Type.Object({
+  code: Type.String({ description: 'Stable machine-readable error code' }),
+  message: Type.String({ description: 'What was wrong, for a human' })
+}, { $id: 'Error' })
+
+const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()])
+const DateTime = Type.String({ format: 'date-time' })
+
+export const Message = Type.Object({
+  sid: Type.String(),
+  provider: Type.String(),
+  channel: Type.String(),
+  account_sid: Nullable(Type.String()),
+  messaging_service_sid: Nullable(Type.String()),
+  from: Nullable(Type.String()),
+  to: Nullable(Type.String()),
+  status: Nullable(Type.String()),
+  error_code: Nullable(Type.String()),
+  error_message: Nullable(Type.String()),
+  sent_at: Nullable(DateTime),
+  delivered_at: Nullable(DateTime),
+  read_at: Nullable(DateTime),
+  failed_at: Nullable(DateTime),
+  created_at: DateTime,
+  updated_at: DateTime
+})
+export type MessageBody = Static<typeof Message>
+
+export const MessageEvent = Type.Object({
+  id: Type.String({ description: 'Monotonically increasing event id (decimal string)' }),
+  status: Type.String(),
+  channel: Type.String(),
+  from: Nullable(Type.String()),
+  to: Nullable(Type.String()),
+  error_code: Nullable(Type.String()),
+  error_message: Nullable(Type.String()),
+  received_at: DateTime,
+  carrier_at: Nullable(DateTime),
+  source: Type.String(),
+  params: Type.Record(Type.String(), Type.Unknown())
+})
+export type MessageEventBody = Static<typeof MessageEvent>
+
+export const MessageSidParams = Type.Object({
+  sid: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' })
+})

@@ -1,0 +1,51 @@
+/**
+ * Starts Tidings: load config, open the database (PostgreSQL, or embedded PGlite when
+ * `DATABASE_URL` is unset), migrate unless `MIGRATE_ON_START=false`, build, listen, and shut down
+ * gracefully on SIGINT/SIGTERM (in-flight requests finish, then the pool closes).
+ */
+import closeWithGrace from 'close-with-grace'
+import { buildApp } from './app.ts'
+import { ConfigError, loadConfig } from './config/config.ts'
+import { openDatabase } from './db/connect.ts'
+import { migrateToLatest } from './db/migrate.ts'
+
+/** How long shutdown may take before the process exits anyway, in ms. */
+const SHUTDOWN_DELAY_MS = 10_000
+
+async function main (): Promise<void> {
+  let config
+  try {
+    config = loadConfig(process.env)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\nSee .env.example for every variable.\n`)
+      process.exit(1)
+    }
+    throw err
+  }
+  const database = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    poolMax: config.databasePoolMax,
+    statementTimeoutMs: config.databaseStatementTimeoutMs
+  })
+  const app = await buildApp(config, { db: database.db })
+  if (database.kind === 'pglite') {
+    app.log.warn({ dataDir: config.dataDir }, 'DATABASE_URL is not set: using the embedded PGlite database (one process only; use PostgreSQL in production)')
+  }
+  if (config.migrateOnStart) {
+    const ran = await migrateToLatest(database.db)
+    if (ran.length > 0) app.log.info({ migrations: ran.map((r) => r.migrationName) }, 'migrated')
+  }
+
+  closeWithGrace({ delay: SHUTDOWN_DELAY_MS }, async ({ signal, err }) => {
+    if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
+    else app.log.info({ signal }, 'shutting down')
+    await app.close()
+    await database.close()
+  })
+
+  await app.listen({ port: config.port, host: config.host })
+}
+
+await main()
