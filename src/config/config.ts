@@ -72,7 +72,7 @@ const ACCOUNT_SID = /^AC[0-9a-fA-F]{32}$/
  * more than once (old and new token during rotation, see
  * https://www.twilio.com/docs/iam/api/authtoken).
  */
-function parseTwilioTokens (env: Env, problems: string[]): Map<string, string[]> {
+function parseTwilioTokens (env: Pick<Env, 'TWILIO_ACCOUNT_SID' | 'TWILIO_AUTH_TOKEN' | 'TWILIO_AUTH_TOKENS'>, problems: string[]): Map<string, string[]> {
   const tokens = new Map<string, string[]>()
   const add = (sid: string, token: string): void => {
     const list = tokens.get(sid) ?? []
@@ -131,6 +131,9 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
       const name = e.instancePath.replace(/^\//, '') || String(e.params?.missingProperty ?? 'environment')
       problems.push(`${name} ${e.message ?? 'is invalid'}`)
     }
+    // The list parsers read strings only, so their problems can be reported in the same error.
+    parseTwilioTokens(env, problems)
+    parseApiKeys(env.API_KEYS, problems)
     throw new ConfigError([...new Set(problems)])
   }
   const twilioAuthTokens = parseTwilioTokens(parsed, problems)
