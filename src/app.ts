@@ -51,7 +51,6 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       const given = req.headers['x-request-id']
       return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID()
     },
-    requestIdLogLabel: 'reqId',
     bodyLimit: 1024 * 1024,
     // Explicit timeouts: a slow client cannot hold a socket forever.
     connectionTimeout: 30_000,
