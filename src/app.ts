@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Kysely } from 'kysely'
+import type { DestinationStream } from 'pino'
 import type { Config } from './config/config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailableError } from './db/errors.ts'
@@ -23,6 +24,8 @@ import pkg from '../package.json' with { type: 'json' }
 export interface AppDeps {
   db: Kysely<Database>
   metrics?: Metrics
+  /** Where logs go (default stdout); tests pass a stream to inspect them. */
+  logStream?: DestinationStream
 }
 
 /** Maps Fastify's own errors to the catalogue's codes. */
@@ -46,7 +49,7 @@ function fastifyErrorCode (err: FastifyError): { status: number, code: string } 
 export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? createMetrics()
   const app = Fastify({
-    logger: loggerOptions(config.logLevel),
+    logger: { ...loggerOptions(config.logLevel), ...(deps.logStream === undefined ? {} : { stream: deps.logStream }) },
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID()

@@ -3,7 +3,7 @@
  * Headers are not logged by Fastify's default serializer; the redaction list is the second line of
  * defence for any object a log call passes along.
  */
-import type { FastifyServerOptions } from 'fastify'
+import type { FastifyLoggerOptions } from 'fastify'
 import { maskAddress } from './domain/channel.ts'
 
 export const REDACT_PATHS = [
@@ -31,7 +31,7 @@ function decodeURIComponentSafe (v: string): string {
 }
 
 /** Logger options for Fastify. Pretty output is left to the operator (`| pino-pretty`). */
-export function loggerOptions (level: string): FastifyServerOptions['logger'] {
+export function loggerOptions (level: string): FastifyLoggerOptions & { redact: { paths: string[], censor: string } } {
   return {
     level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },

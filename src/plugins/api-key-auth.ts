@@ -4,7 +4,7 @@
  * nor which key matched leaks through timing. The key's name is logged with the request.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { ApiKey } from '../config/config.ts'
 import { AppError } from '../errors.ts'
@@ -32,7 +32,7 @@ export function matchApiKey (keys: readonly ApiKey[], presented: string): string
  * @throws {AppError} `unauthorized` (401) when the header is missing, malformed or the key unknown.
  */
 export const apiKeyAuth = fp(async function apiKeyAuth (app: FastifyInstance, opts: { keys: readonly ApiKey[] }) {
-  app.addHook('onRequest', async (request: FastifyRequest) => {
+  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     const header = request.headers.authorization
     const m = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header)
     const name = m === null ? undefined : matchApiKey(opts.keys, m[1])
@@ -40,6 +40,7 @@ export const apiKeyAuth = fp(async function apiKeyAuth (app: FastifyInstance, op
       throw new AppError('unauthorized', 'Send a valid API key as "Authorization: Bearer <key>"')
     }
     request.apiKeyName = name
-    request.log = request.log.child({ apiKey: name })
+    // Both loggers: Fastify's "request completed" line is written through reply.log.
+    request.log = reply.log = request.log.child({ apiKey: name })
   })
 }, { name: 'api-key-auth' })
