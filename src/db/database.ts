@@ -32,6 +32,10 @@ export interface MessagesTable {
   error_code: string | null
   error_message: string | null
   body: string | null
+  /** The caller's own id for the message (REST API). */
+  external_id: string | null
+  /** The caller's free-form JSON object (REST API). */
+  metadata: ColumnType<Record<string, unknown> | null, string | null, string | null>
   sent_at: Timestamp | null
   delivered_at: Timestamp | null
   read_at: Timestamp | null

@@ -4,9 +4,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
-import type { Database, MessageEventRow, MessageRow } from '../db/database.ts'
+import type { Channel, Database, MessageEventRow, MessageRow } from '../db/database.ts'
+import { findMessageBySid, listEventsOf, listMessages, type MessageCursor } from '../db/messages.ts'
+import { normalizeAddress } from '../domain/channel.ts'
 import { AppError } from '../errors.ts'
-import { ErrorBody, Message, MessageEvent, MessageSidParams, type MessageBody, type MessageEventBody } from './schemas.ts'
+import { ErrorBody, Message, MessageEvent, MessageListQuery, MessageSidParams, type MessageBody, type MessageEventBody } from './schemas.ts'
 
 const iso = (d: Date | null): string | null => d === null ? null : d.toISOString()
 
@@ -20,6 +22,8 @@ export function toMessageBody (row: MessageRow): MessageBody {
     messaging_service_sid: row.messaging_service_sid,
     from: row.from_address,
     to: row.to_address,
+    external_id: row.external_id,
+    metadata: row.metadata,
     status: row.status,
     error_code: row.error_code,
     error_message: row.error_message,
@@ -50,13 +54,49 @@ export function toEventBody (row: MessageEventRow): MessageEventBody {
 }
 
 async function findMessage (db: Kysely<Database>, sid: string): Promise<MessageRow> {
-  const row = await db.selectFrom('messages').selectAll().where('sid', '=', sid).executeTakeFirst()
+  const row = await findMessageBySid(db, sid)
   if (row === undefined) throw new AppError('message_not_found', `No message with sid ${sid}`)
   return row
 }
 
+/** Cursors are opaque to callers: base64url of the keyset position. */
+function encodeCursor (c: MessageCursor): string {
+  return Buffer.from(JSON.stringify([c.createdAt, c.sid])).toString('base64url')
+}
+
+function decodeCursor (raw: string): MessageCursor {
+  try {
+    const [createdAt, sid] = JSON.parse(Buffer.from(raw, 'base64url').toString()) as unknown[]
+    if (typeof createdAt === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/.test(createdAt) && typeof sid === 'string') {
+      return { createdAt, sid }
+    }
+  } catch {}
+  throw new AppError('invalid_payload', 'querystring.cursor is not a cursor returned by this API')
+}
+
 export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = async (app, { db }) => {
   const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 503: ErrorBody }
+
+  app.get('/messages', {
+    schema: {
+      summary: 'Messages, newest first, filtered, with keyset pagination',
+      querystring: MessageListQuery,
+      response: { 200: Type.Object({ data: Type.Array(Message), next_cursor: Type.Union([Type.String(), Type.Null()]) }), ...errors }
+    }
+  }, async (request) => {
+    const q = request.query
+    const since = q.since === undefined ? undefined : new Date(q.since)
+    const until = q.until === undefined ? undefined : new Date(q.until)
+    const { rows, next } = await listMessages(db, {
+      status: q.status,
+      channel: q.channel as Channel | undefined,
+      to: normalizeAddress(q.to) ?? undefined,
+      externalId: q.external_id,
+      since,
+      until
+    }, q.limit ?? 50, q.cursor === undefined ? undefined : decodeCursor(q.cursor))
+    return { data: rows.map(toMessageBody), next_cursor: next === null ? null : encodeCursor(next) }
+  })
 
   app.get('/messages/:sid', {
     schema: {
@@ -75,10 +115,6 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
   }, async (request) => {
     const { sid } = request.params
     await findMessage(db, sid)
-    const rows = await db.selectFrom('message_events').selectAll()
-      .where('message_sid', '=', sid)
-      .orderBy('id')
-      .execute()
-    return { sid, data: rows.map(toEventBody) }
+    return { sid, data: (await listEventsOf(db, sid)).map(toEventBody) }
   })
 }

@@ -19,6 +19,8 @@ export const Message = Type.Object({
   messaging_service_sid: Nullable(Type.String()),
   from: Nullable(Type.String()),
   to: Nullable(Type.String()),
+  external_id: Nullable(Type.String()),
+  metadata: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   status: Nullable(Type.String()),
   error_code: Nullable(Type.String()),
   error_message: Nullable(Type.String()),
@@ -49,3 +51,14 @@ export type MessageEventBody = Static<typeof MessageEvent>
 export const MessageSidParams = Type.Object({
   sid: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' })
 })
+
+export const MessageListQuery = Type.Object({
+  status: Type.Optional(Type.String({ pattern: '^[A-Za-z_.-]{1,64}$' })),
+  channel: Type.Optional(Type.Union(['sms', 'mms', 'whatsapp', 'email'].map((c) => Type.Literal(c)))),
+  to: Type.Optional(Type.String({ minLength: 1, maxLength: 320 })),
+  external_id: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+  since: Type.Optional(Type.String({ format: 'date-time', description: 'ISO 8601, inclusive' })),
+  until: Type.Optional(Type.String({ format: 'date-time', description: 'ISO 8601, exclusive' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+  cursor: Type.Optional(Type.String({ maxLength: 512 }))
+}, { additionalProperties: false })
