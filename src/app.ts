@@ -9,6 +9,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Kysely } from 'kysely'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config/config.ts'
+import type { DatabaseHandle } from './db/connect.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailableError } from './db/errors.ts'
 import { AppError, databaseUnavailable } from './errors.ts'
@@ -17,6 +18,8 @@ import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
 import { healthRoutes } from './routes/health.ts'
 import { messageRoutes } from './routes/messages.ts'
+import { streamRoutes } from './routes/stream.ts'
+import { EventHub } from './stream/event-hub.ts'
 import { twilioStatusRoutes } from './webhooks/twilio-status.ts'
 import pkg from '../package.json' with { type: 'json' }
 
@@ -26,6 +29,8 @@ export interface AppDeps {
   metrics?: Metrics
   /** Where logs go (default stdout); tests pass a stream to inspect them. */
   logStream?: DestinationStream
+  /** Database notifications for the live stream (`DatabaseHandle.listen`); without it, the stream polls. */
+  listen?: DatabaseHandle['listen']
 }
 
 /** Maps Fastify's own errors to the catalogue's codes. */
@@ -101,9 +106,20 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
   await app.register(twilioStatusRoutes, { config, db: deps.db, metrics })
+  const listen = deps.listen
+  const hub = new EventHub({
+    db: deps.db,
+    log: app.log,
+    listen: listen === undefined ? undefined : async (onNotify) => await listen('tidings_events', onNotify)
+  })
+  app.addHook('onReady', async () => { await hub.start() })
+  // Before the server stops accepting: end open streams, or close would wait for them.
+  app.addHook('preClose', async () => { await hub.stop() })
+
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
     await v1.register(messageRoutes, { db: deps.db })
+    await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes })
   }, { prefix: '/v1' })
 
   return app

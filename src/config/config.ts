@@ -22,7 +22,9 @@ export const EnvSchema = Type.Object({
   TWILIO_ACCOUNT_SID: Type.Optional(Type.String({ pattern: '^AC[0-9a-fA-F]{32}$' })),
   TWILIO_AUTH_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
-  API_KEYS: Type.Optional(Type.String())
+  API_KEYS: Type.Optional(Type.String()),
+  STREAM_HEARTBEAT_S: Type.Integer({ minimum: 1, maximum: 3600, default: 15 }),
+  STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024 })
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -54,6 +56,10 @@ export interface Config {
   /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
   twilioAuthTokens: Map<string, string[]>
   apiKeys: ApiKey[]
+  /** Seconds between SSE heartbeat comments on `/v1/stream`. */
+  streamHeartbeatS: number
+  /** Unsent bytes a stream client may hold before it is disconnected. */
+  streamMaxBufferBytes: number
 }
 
 export class ConfigError extends Error {
@@ -150,6 +156,8 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     migrateOnStart: parsed.MIGRATE_ON_START,
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),
     twilioAuthTokens,
-    apiKeys
+    apiKeys,
+    streamHeartbeatS: parsed.STREAM_HEARTBEAT_S,
+    streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES
   }
 }

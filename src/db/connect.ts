@@ -24,6 +24,56 @@ export interface DatabaseHandle {
   kind: 'postgres' | 'pglite'
   /** Closes the pool (or PGlite). Idempotent. */
   close: () => Promise<void>
+  /**
+   * Calls `onNotify` on every NOTIFY of `channel` (PostgreSQL LISTEN on a dedicated connection that
+   * reconnects by itself, or PGlite's notifications). Resolves to an unsubscribe function.
+   */
+  listen: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>
+}
+
+/** Delay before a lost LISTEN connection is re-opened, in ms. */
+const RELISTEN_DELAY_MS = 1000
+
+function postgresListener (connectionString: string) {
+  return async (channel: string, onNotify: () => void): Promise<() => Promise<void>> => {
+    let client: pg.Client | undefined
+    let stopped = false
+    let retry: NodeJS.Timeout | undefined
+    const connect = async (): Promise<void> => {
+      const c = new pg.Client({ connectionString, connectionTimeoutMillis: 5000 })
+      c.on('notification', (msg) => { if (msg.channel === channel) onNotify() })
+      const reconnect = (): void => {
+        if (stopped || client !== c) return
+        client = undefined
+        c.removeAllListeners('end')
+        c.end().catch(() => {})
+        retry = setTimeout(() => { connect().catch(() => {}) }, RELISTEN_DELAY_MS)
+        retry.unref()
+      }
+      c.on('error', reconnect)
+      c.on('end', reconnect)
+      client = c
+      try {
+        await c.connect()
+        await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+        onNotify() // anything committed while we were not listening
+      } catch (err) {
+        reconnect()
+        throw err
+      }
+    }
+    await connect().catch(() => {})
+    return async () => {
+      stopped = true
+      clearTimeout(retry)
+      const c = client
+      client = undefined
+      if (c !== undefined) {
+        c.removeAllListeners('end')
+        await c.end().catch(() => {})
+      }
+    }
+  }
 }
 
 /**
@@ -48,6 +98,7 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
     return {
       db,
       kind: 'postgres',
+      listen: postgresListener(opts.databaseUrl),
       close: async () => {
         if (closed) return
         closed = true
@@ -63,6 +114,10 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
   return {
     db,
     kind: 'pglite',
+    listen: async (channel, onNotify) => {
+      const unsubscribe = await pglite.listen(channel, () => onNotify())
+      return async () => { if (!pglite.closed) await unsubscribe() }
+    },
     close: async () => {
       if (closed) return
       closed = true

@@ -37,9 +37,9 @@ interface TapLike { teardown: (fn: () => unknown) => void }
 
 /** The app on a fresh migrated PostgreSQL database; closed at teardown. */
 export async function buildTestApp (t: TapLike, env: Record<string, string | undefined> = {}): Promise<{ app: FastifyInstance, db: Kysely<Database>, config: Config, url: string }> {
-  const { db, url } = await createTestDatabase(t)
+  const { db, url, handle } = await createTestDatabase(t)
   const config = loadConfig(testEnv(env))
-  const app = await buildApp(config, { db })
+  const app = await buildApp(config, { db, listen: handle.listen })
   t.teardown(async () => { await app.close() })
   return { app, db, config, url }
 }
