@@ -51,11 +51,13 @@ export const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app
     })
     res.write('retry: 2000\n: connected\n\n')
     let closed = false
+    // Set once subscribed; the client may leave before that.
+    const subscription: { cancel?: () => void } = {}
     const end = (reason: string): void => {
       if (closed) return
       closed = true
       clearInterval(heartbeat)
-      unsubscribe?.()
+      subscription.cancel?.()
       request.log.info({ reason }, 'stream closed')
       res.end()
       if (reason === 'slow_client') res.destroy()
@@ -66,13 +68,12 @@ export const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app
       res.write(chunk)
     }
     const heartbeat = setInterval(() => write(': heartbeat\n\n'), opts.heartbeatMs)
-    let unsubscribe: (() => void) | undefined
     request.raw.on('close', () => end('client_closed'))
-    unsubscribe = await opts.hub.subscribe({
+    subscription.cancel = await opts.hub.subscribe({
       filter: { channel: request.query.channel, sid: request.query.sid },
       deliver: (events) => write(events.map(frame).join('')),
       close: () => end('server_closing')
     }, lastEventId)
-    if (closed) unsubscribe()
+    if (closed) subscription.cancel()
   })
 }
