@@ -16,6 +16,8 @@ import { AppError, databaseUnavailable } from './errors.ts'
 import { loggerOptions } from './logger.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
+import rateLimit from '@fastify/rate-limit'
+import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
 import { messageRoutes } from './routes/messages.ts'
 import { streamRoutes } from './routes/stream.ts'
@@ -100,8 +102,15 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   }))
 
   app.decorate('metrics', metrics)
+  // The route table, for the contract test and operators: method and URL of every route.
+  const routeList: Array<{ method: string, url: string }> = []
+  app.decorate('routeList', routeList)
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) if (method !== 'HEAD') routeList.push({ method, url: route.url })
+  })
 
   await app.register(healthRoutes, { db: deps.db, version: pkg.version })
+  await app.register(docsRoutes)
   app.get('/metrics', async (_request, reply) => {
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
@@ -118,6 +127,15 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
 
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
+    // Per API key, after authentication (preHandler), per process. Webhooks are outside /v1.
+    await v1.register(rateLimit, {
+      global: true,
+      hook: 'preHandler',
+      max: config.rateLimitPerMinute,
+      timeWindow: 60_000,
+      keyGenerator: (request) => request.apiKeyName ?? request.ip,
+      errorResponseBuilder: (_request, context) => new AppError('rate_limited', `Rate limit of ${context.max} requests per minute exceeded for this API key; retry in ${context.after}`)
+    })
     await v1.register(messageRoutes, { db: deps.db })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes })
   }, { prefix: '/v1' })
@@ -128,5 +146,6 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
 declare module 'fastify' {
   interface FastifyInstance {
     metrics: Metrics
+    routeList: Array<{ method: string, url: string }>
   }
 }

@@ -11,6 +11,7 @@ export const ERROR_STATUS = {
   not_found: 404,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  rate_limited: 429,
   database_unavailable: 503,
   internal_error: 500
 } as const

@@ -62,3 +62,16 @@ t.test('GET /v1/messages/:sid', async (t) => {
     t.match(res.json(), { status: 'ok', database: 'ok', version: String, uptime_s: Number })
   })
 })
+
+t.test('/v1 rate limit is per API key; webhooks are never rate limited', async (t) => {
+  const { app } = await buildTestApp(t, { RATE_LIMIT_PER_MINUTE: '3' })
+  const sid = messageSid()
+  for (let i = 0; i < 3; i++) t.equal((await apiGet(app, `/v1/messages/${sid}`)).statusCode, 404)
+  const limited = await apiGet(app, `/v1/messages/${sid}`)
+  t.equal(limited.statusCode, 429)
+  t.equal(limited.json().code, 'rate_limited')
+  t.match(limited.json().message, /per minute/)
+  t.ok(Number(limited.headers['retry-after']) > 0, 'Retry-After is set')
+  t.equal((await apiGet(app, `/v1/messages/${sid}`, OTHER_API_KEY)).statusCode, 404, 'another key has its own budget')
+  for (let i = 0; i < 6; i++) t.equal((await postCallback(app, smsCallback(messageSid(), 'sent'))).statusCode, 200)
+})

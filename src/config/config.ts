@@ -23,6 +23,7 @@ export const EnvSchema = Type.Object({
   TWILIO_AUTH_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
   API_KEYS: Type.Optional(Type.String()),
+  RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, default: 1200 }),
   STREAM_HEARTBEAT_S: Type.Integer({ minimum: 1, maximum: 3600, default: 15 }),
   STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024 })
 })
@@ -56,6 +57,8 @@ export interface Config {
   /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
   twilioAuthTokens: Map<string, string[]>
   apiKeys: ApiKey[]
+  /** Requests per minute allowed per API key on `/v1` (per process). */
+  rateLimitPerMinute: number
   /** Seconds between SSE heartbeat comments on `/v1/stream`. */
   streamHeartbeatS: number
   /** Unsent bytes a stream client may hold before it is disconnected. */
@@ -157,6 +160,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),
     twilioAuthTokens,
     apiKeys,
+    rateLimitPerMinute: parsed.RATE_LIMIT_PER_MINUTE,
     streamHeartbeatS: parsed.STREAM_HEARTBEAT_S,
     streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES
   }

@@ -8,6 +8,7 @@ import twilio from 'twilio'
 import { buildApp } from '../../src/app.ts'
 import { loadConfig, type Config } from '../../src/config/config.ts'
 import type { Database } from '../../src/db/database.ts'
+import { checkResponse } from './contract.ts'
 import { createTestDatabase } from './database.ts'
 
 export const ACCOUNT_SID = 'AC' + 'a'.repeat(32)
@@ -40,7 +41,20 @@ export async function buildTestApp (t: TapLike, env: Record<string, string | und
   const { db, url, handle } = await createTestDatabase(t)
   const config = loadConfig(testEnv(env))
   const app = await buildApp(config, { db, listen: handle.listen })
-  t.teardown(async () => { await app.close() })
+  // Every JSON response of every test is checked against openapi.yaml.
+  const violations: string[] = []
+  app.addHook('onSend', async (request, reply, payload) => {
+    const url = request.routeOptions.url
+    if (url !== undefined && typeof payload === 'string') {
+      const problem = checkResponse(request.method, url, reply.statusCode, reply.getHeader('content-type') as string | undefined, payload)
+      if (problem !== undefined) violations.push(problem)
+    }
+    return payload
+  })
+  t.teardown(async () => {
+    await app.close()
+    if (violations.length > 0) throw new Error(`responses outside the contract:\n${[...new Set(violations)].join('\n')}`)
+  })
   return { app, db, config, url }
 }
 
