@@ -17,6 +17,9 @@ import { loggerOptions } from './logger.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
 import rateLimit from '@fastify/rate-limit'
+import underPressure from '@fastify/under-pressure'
+import { matchApiKey } from './plugins/api-key-auth.ts'
+import { createHash } from 'node:crypto'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
 import { messageRoutes } from './routes/messages.ts'
@@ -33,6 +36,8 @@ export interface AppDeps {
   logStream?: DestinationStream
   /** Database notifications for the live stream (`DatabaseHandle.listen`); without it, the stream polls. */
   listen?: DatabaseHandle['listen']
+  /** Pool state for `/metrics` (`DatabaseHandle.poolStats`). */
+  poolStats?: DatabaseHandle['poolStats']
 }
 
 /** Maps Fastify's own errors to the catalogue's codes. */
@@ -54,7 +59,7 @@ function fastifyErrorCode (err: FastifyError): { status: number, code: string } 
  * @param deps - the open database and, optionally, a metrics registry.
  */
 export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyInstance> {
-  const metrics = deps.metrics ?? createMetrics()
+  const metrics = deps.metrics ?? createMetrics(deps.poolStats)
   const app = Fastify({
     logger: { ...loggerOptions(config.logLevel), ...(deps.logStream === undefined ? {} : { stream: deps.logStream }) },
     genReqId: (req) => {
@@ -109,9 +114,39 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     for (const method of [route.method].flat()) if (method !== 'HEAD') routeList.push({ method, url: route.url })
   })
 
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpDuration.observe({
+      method: request.method,
+      route: request.routeOptions.url ?? 'unmatched',
+      status_code: String(reply.statusCode)
+    }, reply.elapsedTime / 1000)
+  })
+
+  // Load shedding: a saturated process answers 503 with Retry-After at once (providers retry)
+  // instead of letting requests time out.
+  await app.register(underPressure, {
+    maxEventLoopDelay: config.pressure.maxEventLoopDelayMs,
+    maxEventLoopUtilization: config.pressure.maxEventLoopUtilization,
+    maxHeapUsedBytes: config.pressure.maxHeapUsedBytes,
+    sampleInterval: config.pressure.sampleIntervalMs,
+    // Utilisation over the last interval: a cumulative figure since start-up hides a saturated minute.
+    eventLoopUtilizationMode: 'interval',
+    pressureHandler: (_request, reply, type) => {
+      metrics.shed.inc({ reason: String(type) })
+      reply.code(503).header('retry-after', '5').send({ code: 'overloaded', message: `Tidings is overloaded (${String(type)}); retry later` })
+    }
+  })
+
   await app.register(healthRoutes, { db: deps.db, version: pkg.version })
   await app.register(docsRoutes)
-  app.get('/metrics', async (_request, reply) => {
+  const metricsKeys = config.metricsToken === undefined ? undefined : [{ name: 'metrics', hash: createHash('sha256').update(config.metricsToken).digest() }]
+  app.get('/metrics', async (request, reply) => {
+    if (metricsKeys !== undefined) {
+      const m = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '')
+      if (m === null || matchApiKey(metricsKeys, m[1]) === undefined) {
+        throw new AppError('unauthorized', 'Send METRICS_TOKEN as "Authorization: Bearer <token>"')
+      }
+    }
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
   await app.register(twilioStatusRoutes, { config, db: deps.db, metrics })

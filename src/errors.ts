@@ -13,6 +13,7 @@ export const ERROR_STATUS = {
   unsupported_media_type: 415,
   rate_limited: 429,
   database_unavailable: 503,
+  overloaded: 503,
   internal_error: 500
 } as const
 

@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics (prom-client). One registry per app instance so tests can build many apps.
  */
-import { Counter, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 /** Webhook outcomes, as counted in `tidings_webhooks_total{provider,outcome}`. */
 export type WebhookOutcome = 'accepted' | 'duplicate' | 'invalid_signature' | 'unknown_account' | 'invalid_payload' | 'unavailable'
@@ -10,13 +10,51 @@ export interface Metrics {
   registry: Registry
   webhooks: Counter<'provider' | 'outcome'>
   events: Counter<'channel' | 'status'>
+  /** Request latency in seconds, by method, route pattern and status code. */
+  httpDuration: Histogram<'method' | 'route' | 'status_code'>
+  /** Requests refused by load shedding, by reason. */
+  shed: Counter<'reason'>
 }
 
-/** Creates the registry and Tidings' own metrics. */
-export function createMetrics (): Metrics {
+/** What a database pool reports about itself (PostgreSQL only). */
+export interface PoolStats { total: number, idle: number, waiting: number }
+
+/**
+ * Creates the registry and Tidings' own metrics.
+ * @param poolStats - reads the database pool's state at scrape time, when there is a pool.
+ */
+export function createMetrics (poolStats?: () => PoolStats): Metrics {
   const registry = new Registry()
+  // Process metrics, including event-loop delay (tidings_nodejs_eventloop_lag_*).
   collectDefaultMetrics({ register: registry, prefix: 'tidings_' })
+  if (poolStats !== undefined) {
+    registry.registerMetric(new Gauge({
+      name: 'tidings_db_pool_connections',
+      help: 'Database pool connections by state (total, idle, waiting = callers waiting for one)',
+      labelNames: ['state'],
+      registers: [],
+      collect () {
+        const s = poolStats()
+        this.set({ state: 'total' }, s.total)
+        this.set({ state: 'idle' }, s.idle)
+        this.set({ state: 'waiting' }, s.waiting)
+      }
+    }))
+  }
   return {
+    httpDuration: new Histogram({
+      name: 'tidings_http_request_duration_seconds',
+      help: 'HTTP request latency by method, route and status code',
+      labelNames: ['method', 'route', 'status_code'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry]
+    }),
+    shed: new Counter({
+      name: 'tidings_load_shed_total',
+      help: 'Requests answered 503 by load shedding, by reason',
+      labelNames: ['reason'],
+      registers: [registry]
+    }),
     registry,
     webhooks: new Counter({
       name: 'tidings_webhooks_total',

@@ -29,7 +29,7 @@ async function main (): Promise<void> {
     poolMax: config.databasePoolMax,
     statementTimeoutMs: config.databaseStatementTimeoutMs
   })
-  const app = await buildApp(config, { db: database.db, listen: database.listen })
+  const app = await buildApp(config, { db: database.db, listen: database.listen, poolStats: database.poolStats })
   if (database.kind === 'pglite') {
     app.log.warn({ dataDir: config.dataDir }, 'DATABASE_URL is not set: using the embedded PGlite database (one process only; use PostgreSQL in production)')
   }

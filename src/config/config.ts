@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { getHeapStatistics } from 'node:v8'
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 
@@ -23,6 +24,11 @@ export const EnvSchema = Type.Object({
   TWILIO_AUTH_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
   API_KEYS: Type.Optional(Type.String()),
+  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, default: 1000 }),
+  MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0.98 }),
+  MAX_HEAP_USED_BYTES: Type.Optional(Type.Integer({ minimum: 0 })),
+  PRESSURE_SAMPLE_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000 }),
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, default: 1200 }),
   STREAM_HEARTBEAT_S: Type.Integer({ minimum: 1, maximum: 3600, default: 15 }),
   STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024 })
@@ -57,6 +63,19 @@ export interface Config {
   /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
   twilioAuthTokens: Map<string, string[]>
   apiKeys: ApiKey[]
+  /** When set, `/metrics` requires `Authorization: Bearer <metricsToken>`. */
+  metricsToken: string | undefined
+  /** Load shedding (@fastify/under-pressure): 0 disables a check. */
+  pressure: {
+    /** Event-loop delay above which requests get 503, in ms. */
+    maxEventLoopDelayMs: number
+    /** Event-loop utilisation (0–1) above which requests get 503. */
+    maxEventLoopUtilization: number
+    /** V8 heap use above which requests get 503, in bytes (default 90 % of the heap limit). */
+    maxHeapUsedBytes: number
+    /** How often the checks sample, in ms. */
+    sampleIntervalMs: number
+  }
   /** Requests per minute allowed per API key on `/v1` (per process). */
   rateLimitPerMinute: number
   /** Seconds between SSE heartbeat comments on `/v1/stream`. */
@@ -160,6 +179,13 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),
     twilioAuthTokens,
     apiKeys,
+    metricsToken: parsed.METRICS_TOKEN,
+    pressure: {
+      maxEventLoopDelayMs: parsed.MAX_EVENT_LOOP_DELAY_MS,
+      maxEventLoopUtilization: parsed.MAX_EVENT_LOOP_UTILIZATION,
+      maxHeapUsedBytes: parsed.MAX_HEAP_USED_BYTES ?? Math.floor(getHeapStatistics().heap_size_limit * 0.9),
+      sampleIntervalMs: parsed.PRESSURE_SAMPLE_INTERVAL_MS
+    },
     rateLimitPerMinute: parsed.RATE_LIMIT_PER_MINUTE,
     streamHeartbeatS: parsed.STREAM_HEARTBEAT_S,
     streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES

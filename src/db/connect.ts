@@ -29,6 +29,8 @@ export interface DatabaseHandle {
    * reconnects by itself, or PGlite's notifications). Resolves to an unsubscribe function.
    */
   listen: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>
+  /** Pool state for metrics (PostgreSQL only). */
+  poolStats?: () => { total: number, idle: number, waiting: number }
 }
 
 /** Delay before a lost LISTEN connection is re-opened, in ms. */
@@ -99,6 +101,7 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
       db,
       kind: 'postgres',
       listen: postgresListener(opts.databaseUrl),
+      poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       close: async () => {
         if (closed) return
         closed = true

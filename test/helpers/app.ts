@@ -40,7 +40,7 @@ interface TapLike { teardown: (fn: () => unknown) => void }
 export async function buildTestApp (t: TapLike, env: Record<string, string | undefined> = {}): Promise<{ app: FastifyInstance, db: Kysely<Database>, config: Config, url: string }> {
   const { db, url, handle } = await createTestDatabase(t)
   const config = loadConfig(testEnv(env))
-  const app = await buildApp(config, { db, listen: handle.listen })
+  const app = await buildApp(config, { db, listen: handle.listen, poolStats: handle.poolStats })
   // Every JSON response of every test is checked against openapi.yaml.
   const violations: string[] = []
   app.addHook('onSend', async (request, reply, payload) => {
