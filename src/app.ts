@@ -67,11 +67,11 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     let message: string
     if (err instanceof AppError) {
       status = err.statusCode; code = err.code; message = err.message
-      if (err.retryAfterS !== undefined) void reply.header('retry-after', String(err.retryAfterS))
+      if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS))
     } else if (isDatabaseUnavailableError(err)) {
       const unavailable = databaseUnavailable(err)
       status = unavailable.statusCode; code = unavailable.code; message = unavailable.message
-      void reply.header('retry-after', String(unavailable.retryAfterS))
+      reply.header('retry-after', String(unavailable.retryAfterS))
     } else {
       const mapped = fastifyErrorCode(err)
       if (mapped !== undefined) {
