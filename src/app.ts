@@ -17,6 +17,7 @@ import { apiKeyAuth } from './plugins/api-key-auth.ts'
 import { healthRoutes } from './routes/health.ts'
 import { messageRoutes } from './routes/messages.ts'
 import { twilioStatusRoutes } from './webhooks/twilio-status.ts'
+import { resendWebhookRoutes } from './webhooks/resend.ts'
 import pkg from '../package.json' with { type: 'json' }
 
 /** What the app needs from outside: the database, and optionally a metrics registry to share. */
@@ -99,6 +100,10 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
   await app.register(twilioStatusRoutes, { config, db: deps.db, metrics })
+  // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
+  if (config.resendWebhookSecrets.length > 0) {
+    await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })
+  }
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
     await v1.register(messageRoutes, { db: deps.db })
