@@ -1,5 +1,5 @@
 import t from 'tap'
-import { buildTestApp } from './helpers/app.ts'
+import { apiGet, buildTestApp, messageSid, postCallback, smsCallback } from './helpers/app.ts'
 import { emailEvent, emailId, postResend, RESEND_SECOND_SECRET, RESEND_SECRET, svixHeaders, svixId } from './helpers/resend.ts'
 
 const STATUS_TYPES = ['email.scheduled', 'email.sent', 'email.delivery_delayed', 'email.failed', 'email.suppressed', 'email.bounced', 'email.delivered', 'email.complained']
@@ -212,6 +212,42 @@ t.test('POST /webhooks/resend', async (t) => {
     t.equal(form.statusCode, 415)
     const charset = await postResend(app, emailEvent('email.sent', emailId()), { contentType: 'application/json; charset=utf-8' })
     t.equal(charset.statusCode, 200, 'application/json with a charset parameter')
+  })
+
+  t.test('GET /v1/messages/:sid and /events show an email with its engagement', async (t) => {
+    const sid = emailId()
+    await postResend(app, emailEvent('email.sent', sid, {}, '2026-11-24T10:00:00.000Z'))
+    await postResend(app, emailEvent('email.delivered', sid, {}, '2026-11-24T10:00:02.000Z'))
+    await postResend(app, emailEvent('email.opened', sid, {}, '2026-11-24T10:05:00.000Z'))
+    await postResend(app, emailEvent('email.clicked', sid, { click: { link: 'https://acme.example/a', ipAddress: '198.51.100.1', userAgent: 'UA', timestamp: '2026-11-24T10:06:00.000Z' } }))
+    const res = await apiGet(app, `/v1/messages/${sid}`)
+    t.equal(res.statusCode, 200)
+    t.match(res.json(), {
+      sid,
+      provider: 'resend',
+      channel: 'email',
+      status: 'email.delivered',
+      to: 'ada@example.com',
+      recipients: ['ada@example.com', 'grace@example.com'],
+      subject: 'Your receipt',
+      tags: { category: 'receipt' },
+      sent_at: '2026-11-24T10:00:00.000Z',
+      delivered_at: '2026-11-24T10:00:02.000Z',
+      engagement: { open_count: 1, first_opened_at: '2026-11-24T10:05:00.000Z', click_count: 1, first_clicked_at: '2026-11-24T10:06:00.000Z' }
+    })
+    const events = await apiGet(app, `/v1/messages/${sid}/events`)
+    t.equal(events.statusCode, 200)
+    const body = events.json()
+    t.same(body.data.map((e: { status: string }) => e.status), ['email.sent', 'email.delivered'])
+    t.match(body.data[0], { occurred_at: '2026-11-24T10:00:00.000Z', svix_id: /^msg_/ })
+    t.match(body.engagement, [{ kind: 'opened', occurred_at: '2026-11-24T10:05:00.000Z' }, { kind: 'clicked', link: 'https://acme.example/a', ip_address: '198.51.100.1', user_agent: 'UA' }])
+  })
+
+  t.test('GET /v1/messages/:sid for an SMS has no email fields and no engagement', async (t) => {
+    const sid = messageSid()
+    t.equal((await postCallback(app, smsCallback(sid, 'delivered'))).statusCode, 200)
+    t.match((await apiGet(app, `/v1/messages/${sid}`)).json(), { channel: 'sms', subject: null, recipients: null, tags: null, engagement: null })
+    t.same((await apiGet(app, `/v1/messages/${sid}/events`)).json().engagement, [])
   })
 })
 

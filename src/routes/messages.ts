@@ -1,12 +1,14 @@
 /**
  * Read API: `GET /v1/messages/:sid` and `GET /v1/messages/:sid/events`.
+ * Emails also carry their engagement: counters on the message, and every distinct open and click
+ * in `engagement` next to the status timeline in `/events`.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
-import type { Database, MessageEventRow, MessageRow } from '../db/database.ts'
+import type { Database, EmailEngagementRow, MessageEventRow, MessageRow } from '../db/database.ts'
 import { AppError } from '../errors.ts'
-import { ErrorBody, Message, MessageEvent, MessageSidParams, type MessageBody, type MessageEventBody } from './schemas.ts'
+import { EngagementEntry, ErrorBody, Message, MessageEvent, MessageSidParams, type EngagementEntryBody, type MessageBody, type MessageEventBody } from './schemas.ts'
 
 const iso = (d: Date | null): string | null => d === null ? null : d.toISOString()
 
@@ -28,7 +30,34 @@ export function toMessageBody (row: MessageRow): MessageBody {
     read_at: iso(row.read_at),
     failed_at: iso(row.failed_at),
     created_at: row.created_at.toISOString(),
-    updated_at: row.updated_at.toISOString()
+    updated_at: row.updated_at.toISOString(),
+    subject: row.subject,
+    recipients: row.recipients,
+    tags: row.tags,
+    bounced_at: iso(row.bounced_at),
+    complained_at: iso(row.complained_at),
+    engagement: row.channel !== 'email'
+      ? null
+      : {
+          open_count: row.open_count,
+          first_opened_at: iso(row.first_opened_at),
+          click_count: row.click_count,
+          first_clicked_at: iso(row.first_clicked_at)
+        }
+  }
+}
+
+/** The API shape of an engagement row (an open or a click). */
+export function toEngagementBody (row: EmailEngagementRow): EngagementEntryBody {
+  return {
+    id: String(row.id),
+    kind: row.kind,
+    occurred_at: row.occurred_at.toISOString(),
+    received_at: row.received_at.toISOString(),
+    link: row.link,
+    ip_address: row.ip_address,
+    user_agent: row.user_agent,
+    svix_id: row.svix_id
   }
 }
 
@@ -45,7 +74,9 @@ export function toEventBody (row: MessageEventRow): MessageEventBody {
     received_at: row.received_at.toISOString(),
     carrier_at: iso(row.carrier_at),
     source: row.source,
-    params: row.raw
+    params: row.raw,
+    occurred_at: iso(row.occurred_at),
+    svix_id: row.svix_id
   }
 }
 
@@ -70,15 +101,25 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     schema: {
       summary: "A message's timeline, in the order received",
       params: MessageSidParams,
-      response: { 200: Type.Object({ sid: Type.String(), data: Type.Array(MessageEvent) }), ...errors }
+      response: {
+        200: Type.Object({
+          sid: Type.String(),
+          data: Type.Array(MessageEvent),
+          engagement: Type.Array(EngagementEntry, { description: 'Email opens and clicks in the order received; empty for other channels' })
+        }),
+        ...errors
+      }
     }
   }, async (request) => {
     const { sid } = request.params
-    await findMessage(db, sid)
+    const message = await findMessage(db, sid)
     const rows = await db.selectFrom('message_events').selectAll()
       .where('message_sid', '=', sid)
       .orderBy('id')
       .execute()
-    return { sid, data: rows.map(toEventBody) }
+    const engagement = message.channel !== 'email'
+      ? []
+      : await db.selectFrom('email_engagements').selectAll().where('message_sid', '=', sid).orderBy('id').execute()
+    return { sid, data: rows.map(toEventBody), engagement: engagement.map(toEngagementBody) }
   })
 }
