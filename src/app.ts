@@ -99,11 +99,11 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   app.get('/metrics', async (_request, reply) => {
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
-  await app.register(twilioStatusRoutes, { config, db: deps.db, metrics })
   // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
   if (config.resendWebhookSecrets.length > 0) {
     await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })
   }
+  await app.register(twilioStatusRoutes, { config, db: deps.db, metrics })
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
     await v1.register(messageRoutes, { db: deps.db })

@@ -21,11 +21,11 @@ export const EnvSchema = Type.Object({
   PUBLIC_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+(/[^?#]*)?$' })),
   TWILIO_ACCOUNT_SID: Type.Optional(Type.String({ pattern: '^AC[0-9a-fA-F]{32}$' })),
   TWILIO_AUTH_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
-  TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
-  API_KEYS: Type.Optional(Type.String()),
   // Resend email events (POST /webhooks/resend); see parseResendSecrets.
   RESEND_WEBHOOK_SECRET: Type.Optional(Type.String()),
-  RESEND_ENABLED: Type.Optional(Type.Boolean())
+  RESEND_ENABLED: Type.Optional(Type.Boolean()),
+  TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
+  API_KEYS: Type.Optional(Type.String())
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -56,12 +56,12 @@ export interface Config {
   publicBaseUrl: string
   /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
   twilioAuthTokens: Map<string, string[]>
-  apiKeys: ApiKey[]
   /**
    * Resend webhook signing secrets (`whsec_…`), any of which may sign a delivery (rotation).
    * Empty: `POST /webhooks/resend` is not registered.
    */
   resendWebhookSecrets: string[]
+  apiKeys: ApiKey[]
 }
 
 export class ConfigError extends Error {
@@ -176,9 +176,9 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     databasePoolMax: parsed.DATABASE_POOL_MAX,
     databaseStatementTimeoutMs: parsed.DATABASE_STATEMENT_TIMEOUT_MS,
     migrateOnStart: parsed.MIGRATE_ON_START,
+    resendWebhookSecrets,
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),
     twilioAuthTokens,
-    apiKeys,
-    resendWebhookSecrets
+    apiKeys
   }
 }

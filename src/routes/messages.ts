@@ -1,14 +1,15 @@
 /**
  * Read API: `GET /v1/messages/:sid` and `GET /v1/messages/:sid/events`.
  * Emails also carry their engagement: counters on the message, and every distinct open and click
- * in `engagement` next to the status timeline in `/events`.
+ * in `engagement` next to the status timeline in `/events` (see `./engagement.ts`).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
+import { EngagementList, listEngagementOf } from './engagement.ts'
 import type { Kysely } from 'kysely'
-import type { Database, EmailEngagementRow, MessageEventRow, MessageRow } from '../db/database.ts'
+import type { Database, MessageEventRow, MessageRow } from '../db/database.ts'
 import { AppError } from '../errors.ts'
-import { EngagementEntry, ErrorBody, Message, MessageEvent, MessageSidParams, type EngagementEntryBody, type MessageBody, type MessageEventBody } from './schemas.ts'
+import { ErrorBody, Message, MessageEvent, MessageSidParams, type MessageBody, type MessageEventBody } from './schemas.ts'
 
 const iso = (d: Date | null): string | null => d === null ? null : d.toISOString()
 
@@ -31,6 +32,7 @@ export function toMessageBody (row: MessageRow): MessageBody {
     failed_at: iso(row.failed_at),
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString(),
+    // Email (Resend) fields.
     subject: row.subject,
     recipients: row.recipients,
     tags: row.tags,
@@ -44,20 +46,6 @@ export function toMessageBody (row: MessageRow): MessageBody {
           click_count: row.click_count,
           first_clicked_at: iso(row.first_clicked_at)
         }
-  }
-}
-
-/** The API shape of an engagement row (an open or a click). */
-export function toEngagementBody (row: EmailEngagementRow): EngagementEntryBody {
-  return {
-    id: String(row.id),
-    kind: row.kind,
-    occurred_at: row.occurred_at.toISOString(),
-    received_at: row.received_at.toISOString(),
-    link: row.link,
-    ip_address: row.ip_address,
-    user_agent: row.user_agent,
-    svix_id: row.svix_id
   }
 }
 
@@ -101,25 +89,15 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     schema: {
       summary: "A message's timeline, in the order received",
       params: MessageSidParams,
-      response: {
-        200: Type.Object({
-          sid: Type.String(),
-          data: Type.Array(MessageEvent),
-          engagement: Type.Array(EngagementEntry, { description: 'Email opens and clicks in the order received; empty for other channels' })
-        }),
-        ...errors
-      }
+      response: { 200: Type.Object({ sid: Type.String(), data: Type.Array(MessageEvent), engagement: EngagementList }), ...errors }
     }
   }, async (request) => {
     const { sid } = request.params
-    const message = await findMessage(db, sid)
+    await findMessage(db, sid)
     const rows = await db.selectFrom('message_events').selectAll()
       .where('message_sid', '=', sid)
       .orderBy('id')
       .execute()
-    const engagement = message.channel !== 'email'
-      ? []
-      : await db.selectFrom('email_engagements').selectAll().where('message_sid', '=', sid).orderBy('id').execute()
-    return { sid, data: rows.map(toEventBody), engagement: engagement.map(toEngagementBody) }
+    return { sid, data: rows.map(toEventBody), engagement: await listEngagementOf(db, sid) }
   })
 }
