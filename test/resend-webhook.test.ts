@@ -126,6 +126,14 @@ t.test('POST /webhooks/resend', async (t) => {
     t.equal((await eventsOf(sid)).length, 1)
   })
 
+  t.test('message fields missing from the first event are filled by a later one', async (t) => {
+    const sid = emailId()
+    await postResend(app, emailEvent('email.scheduled', sid, { to: [], subject: null, from: null, tags: null }))
+    t.match(await messageOf(sid), { recipients: null, to_address: null, subject: null, from_address: null, tags: null })
+    await postResend(app, emailEvent('email.sent', sid))
+    t.match(await messageOf(sid), { recipients: ['ada@example.com', 'grace@example.com'], to_address: 'ada@example.com', subject: 'Your receipt', tags: { category: 'receipt' } })
+  })
+
   t.test('an invalid created_at falls back to the time received', async (t) => {
     const sid = emailId()
     const before = Date.now()

@@ -111,7 +111,8 @@ export async function upsertMessage (trx: Executor, e: MessageIdentity): Promise
       read_at: null,
       failed_at: null,
       subject: e.email?.subject ?? null,
-      recipients: e.email?.recipients ?? null,
+      // NULL rather than [] so a later event that lists the recipients fills them in.
+      recipients: e.email === undefined || e.email.recipients.length === 0 ? null : e.email.recipients,
       tags: e.email?.tags === undefined || e.email.tags === null ? null : JSON.stringify(e.email.tags)
     })
     .onConflict((oc) => oc.column('sid').doUpdateSet({
