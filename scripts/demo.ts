@@ -13,10 +13,12 @@ import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config/config.ts'
 import { openDatabase } from '../src/db/connect.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
+import { replayResendStream } from './demo-resend.ts'
 
 const ACCOUNT_SID = 'AC' + 'd'.repeat(32)
 const AUTH_TOKEN = 'demo_auth_token_' + randomBytes(8).toString('hex')
 const API_KEY = 'k_demo_' + randomBytes(12).toString('hex')
+const RESEND_SECRET = 'whsec_' + randomBytes(24).toString('base64')
 const PUBLIC_BASE_URL = 'https://hooks.example.com'
 const STATUS_PATH = '/webhooks/twilio/status'
 
@@ -84,7 +86,8 @@ const config = loadConfig({
   PUBLIC_BASE_URL,
   TWILIO_ACCOUNT_SID: ACCOUNT_SID,
   TWILIO_AUTH_TOKEN: AUTH_TOKEN,
-  API_KEYS: `demo:${API_KEY}`
+  API_KEYS: `demo:${API_KEY}`,
+  RESEND_WEBHOOK_SECRET: RESEND_SECRET
 })
 const database = await openDatabase({ databaseUrl: undefined, dataDir })
 let failures = 0
@@ -118,6 +121,15 @@ try {
     console.log(`    ${messageSid}  ${message.channel}  ${message.from} → ${message.to}`)
     console.log(`    status: ${message.status}${message.error_code === null ? '' : `  error: ${message.error_code}${message.error_message === null ? '' : ` (${message.error_message})`}`}`)
     console.log(`    timeline: ${events.data.map((e) => `${e.status}${e.carrier_at === null ? '' : ` [carrier ${e.carrier_at}]`}`).join(' → ')}`)
+  }
+
+  console.log('\nReplaying Resend email events, each signed the Svix way:')
+  const resend = await replayResendStream({ baseUrl: address, secret: RESEND_SECRET, apiKey: API_KEY, print: (line) => console.log(`  ${line}`) })
+  const delivered = resend.emails.find((e) => e.status === 'email.delivered')
+  const bounced = resend.emails.find((e) => e.status === 'email.bounced')
+  if (delivered === undefined || delivered.open_count !== 2 || delivered.click_count !== 1 || bounced === undefined) {
+    failures++
+    console.log('  ✘ the Resend stream did not end as expected')
   }
   await app.close()
 } finally {

@@ -26,6 +26,7 @@ import { messageRoutes } from './routes/messages.ts'
 import { streamRoutes } from './routes/stream.ts'
 import { EventHub } from './stream/event-hub.ts'
 import { twilioStatusRoutes } from './webhooks/twilio-status.ts'
+import { resendWebhookRoutes } from './webhooks/resend.ts'
 import pkg from '../package.json' with { type: 'json' }
 
 /** What the app needs from outside: the database, and optionally a metrics registry to share. */
@@ -149,6 +150,10 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     }
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
+  // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
+  if (config.resendWebhookSecrets.length > 0) {
+    await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })
+  }
   await app.register(twilioStatusRoutes, { config, db: deps.db, metrics })
   const listen = deps.listen
   const hub = new EventHub({

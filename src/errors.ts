@@ -25,11 +25,15 @@ export class AppError extends Error {
   readonly statusCode: number
   /** Seconds, sent as `Retry-After` (503s). */
   readonly retryAfterS: number | undefined
-  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, retryAfterS?: number }) {
+  /**
+   * @param options.statusCode - overrides the catalogue's status where a provider's contract fixes
+   *   another one for the same code (Resend's `invalid_signature` is 401, Twilio's 403).
+   */
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, retryAfterS?: number, statusCode?: number }) {
     super(message, { cause: options?.cause })
     this.name = 'AppError'
     this.code = code
-    this.statusCode = ERROR_STATUS[code]
+    this.statusCode = options?.statusCode ?? ERROR_STATUS[code]
     this.retryAfterS = options?.retryAfterS
   }
 }

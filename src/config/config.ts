@@ -22,6 +22,9 @@ export const EnvSchema = Type.Object({
   PUBLIC_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+(/[^?#]*)?$' })),
   TWILIO_ACCOUNT_SID: Type.Optional(Type.String({ pattern: '^AC[0-9a-fA-F]{32}$' })),
   TWILIO_AUTH_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
+  // Resend email events (POST /webhooks/resend); see parseResendSecrets.
+  RESEND_WEBHOOK_SECRET: Type.Optional(Type.String()),
+  RESEND_ENABLED: Type.Optional(Type.Boolean()),
   TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
   API_KEYS: Type.Optional(Type.String()),
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
@@ -62,6 +65,11 @@ export interface Config {
   publicBaseUrl: string
   /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
   twilioAuthTokens: Map<string, string[]>
+  /**
+   * Resend webhook signing secrets (`whsec_…`), any of which may sign a delivery (rotation).
+   * Empty: `POST /webhooks/resend` is not registered.
+   */
+  resendWebhookSecrets: string[]
   apiKeys: ApiKey[]
   /** When set, `/metrics` requires `Authorization: Bearer <metricsToken>`. */
   metricsToken: string | undefined
@@ -142,6 +150,28 @@ function parseApiKeys (raw: string | undefined, problems: string[]): ApiKey[] {
   return keys
 }
 
+// `whsec_` then the HMAC key in padded standard base64, as Resend's webhook page shows it.
+const RESEND_SECRET = /^whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$/
+
+/**
+ * Parses `RESEND_WEBHOOK_SECRET`: one or more `whsec_…` signing secrets separated by commas or
+ * spaces (old and new during rotation). The route is on when a secret is set, unless
+ * `RESEND_ENABLED=false`; `RESEND_ENABLED=true` without a secret is an error, so the webhook can
+ * never run unverified. Problems never quote a secret.
+ */
+function parseResendSecrets (env: Pick<Env, 'RESEND_WEBHOOK_SECRET' | 'RESEND_ENABLED'>, problems: string[]): string[] {
+  const secrets: string[] = []
+  const entries = (env.RESEND_WEBHOOK_SECRET ?? '').split(/[\s,]+/).filter((s) => s !== '')
+  entries.forEach((entry, i) => {
+    if (!RESEND_SECRET.test(entry)) problems.push(`RESEND_WEBHOOK_SECRET entry ${i + 1} is not a Resend signing secret (whsec_ followed by base64; copy it from the webhook's page in Resend)`)
+    else if (!secrets.includes(entry)) secrets.push(entry)
+  })
+  if (env.RESEND_ENABLED === true && entries.length === 0) {
+    problems.push('RESEND_ENABLED is true but RESEND_WEBHOOK_SECRET is not set (the Resend webhook cannot run without signature checks)')
+  }
+  return env.RESEND_ENABLED === false ? [] : secrets
+}
+
 /**
  * Validates the environment and returns the configuration.
  * @param env - the variables to read (tests pass their own object; `server.ts` passes `process.env`).
@@ -166,6 +196,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   }
   const twilioAuthTokens = parseTwilioTokens(parsed, problems)
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
+  const resendWebhookSecrets = parseResendSecrets(parsed, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   return {
     port: parsed.PORT,
@@ -176,6 +207,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     databasePoolMax: parsed.DATABASE_POOL_MAX,
     databaseStatementTimeoutMs: parsed.DATABASE_STATEMENT_TIMEOUT_MS,
     migrateOnStart: parsed.MIGRATE_ON_START,
+    resendWebhookSecrets,
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),
     twilioAuthTokens,
     apiKeys,

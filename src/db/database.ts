@@ -42,6 +42,18 @@ export interface MessagesTable {
   failed_at: Timestamp | null
   created_at: DefaultTimestamp
   updated_at: DefaultTimestamp
+  // Email (Resend) only; NULL or 0 for other channels.
+  subject: ColumnType<string | null, string | null | undefined, string | null>
+  /** Every recipient, in Resend's order; `to_address` is the first. */
+  recipients: ColumnType<string[] | null, string[] | null | undefined, string[] | null>
+  /** Resend `tags` as received. */
+  tags: ColumnType<unknown, string | null | undefined, string | null>
+  bounced_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+  complained_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+  first_opened_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+  open_count: Generated<number>
+  first_clicked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+  click_count: Generated<number>
 }
 
 /** One row per distinct `(message_sid, message_status)`; `id` orders timelines and streams. */
@@ -61,11 +73,34 @@ export interface MessageEventsTable {
   /** Carrier's delivery-receipt time (Twilio `RawDlrDoneDate`), when present. */
   carrier_at: Timestamp | null
   source: EventSource
+  /** The provider's delivery id (Resend `svix-id`), unique; NULL for Twilio. */
+  svix_id: ColumnType<string | null, string | null | undefined, string | null>
+  /** The provider's own time of the event (Resend `created_at`), when valid. */
+  occurred_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+}
+
+/** Email engagement kinds: they repeat, so they are logged here rather than as status events. */
+export type EngagementKind = 'opened' | 'clicked'
+
+/** One row per distinct Resend `email.opened`/`email.clicked` delivery (by `svix-id`). */
+export interface EmailEngagementsTable {
+  id: ColumnType<string, never, never>
+  message_sid: string
+  kind: EngagementKind
+  svix_id: string
+  /** When the open or click happened (`click.timestamp`, else the event's `created_at`). */
+  occurred_at: Timestamp
+  received_at: DefaultTimestamp
+  link: string | null
+  ip_address: string | null
+  user_agent: string | null
+  raw: ColumnType<Record<string, unknown>, string, string>
 }
 
 export interface Database {
   messages: MessagesTable
   message_events: MessageEventsTable
+  email_engagements: EmailEngagementsTable
 }
 
 export type MessageRow = Selectable<MessagesTable>
@@ -73,3 +108,4 @@ export type NewMessageRow = Insertable<MessagesTable>
 export type MessageUpdate = Updateable<MessagesTable>
 export type MessageEventRow = Selectable<MessageEventsTable>
 export type NewMessageEventRow = Insertable<MessageEventsTable>
+export type EmailEngagementRow = Selectable<EmailEngagementsTable>

@@ -33,13 +33,59 @@ export const TWILIO_STATUS_RANK: Readonly<Record<string, number>> = Object.freez
 /** Statuses whose event carries the message's error (`ErrorCode`/`ErrorMessage`). */
 export const FAILURE_STATUSES: ReadonlySet<string> = new Set(['failed', 'undelivered'])
 
-/** Which timestamp column the first event of a status fills. */
-const TIMESTAMP_OF: Readonly<Record<string, keyof StatusTimestamps>> = Object.freeze({
-  sent: 'sentAt',
-  delivered: 'deliveredAt',
-  read: 'readAt',
-  failed: 'failedAt',
-  undelivered: 'failedAt'
+/**
+ * Resend email event types that are statuses, ranked low to high
+ * (event types: https://resend.com/docs/dashboard/webhooks/event-types). Stored as Resend spells
+ * the event `type`, so they never collide with Twilio's `sent`/`delivered`/`failed`. One email can
+ * go to several recipients and bounce for one while reaching another: `delivered` outranks the
+ * failures (the bounce stays in the timeline and in `bounced_at`), and a complaint outranks all.
+ * `email.opened`/`email.clicked` are engagement, not statuses, and never reach this module.
+ */
+export const RESEND_STATUS_RANK: Readonly<Record<string, number>> = Object.freeze({
+  'email.scheduled': 1,
+  'email.sent': 2,
+  'email.delivery_delayed': 3,
+  'email.failed': 4,
+  'email.suppressed': 5,
+  'email.bounced': 6,
+  'email.delivered': 7,
+  'email.complained': 8
+})
+
+/** Resend statuses whose event carries the message's error (reason, bounce or suppression). */
+export const RESEND_FAILURE_STATUSES: ReadonlySet<string> = new Set(['email.failed', 'email.suppressed', 'email.bounced'])
+
+/** Per provider: ranks, failure statuses, and which timestamp the first event of a status fills. */
+interface Precedence {
+  ranks: Readonly<Record<string, number>>
+  failures: ReadonlySet<string>
+  timestamps: Readonly<Record<string, ReadonlyArray<keyof StatusTimestamps>>>
+}
+
+const PRECEDENCE: Readonly<Record<Provider, Precedence>> = Object.freeze({
+  twilio: {
+    ranks: TWILIO_STATUS_RANK,
+    failures: FAILURE_STATUSES,
+    timestamps: {
+      sent: ['sentAt'],
+      delivered: ['deliveredAt'],
+      read: ['readAt'],
+      failed: ['failedAt'],
+      undelivered: ['failedAt']
+    }
+  },
+  resend: {
+    ranks: RESEND_STATUS_RANK,
+    failures: RESEND_FAILURE_STATUSES,
+    timestamps: {
+      'email.sent': ['sentAt'],
+      'email.delivered': ['deliveredAt'],
+      'email.failed': ['failedAt'],
+      'email.suppressed': ['failedAt'],
+      'email.bounced': ['failedAt', 'bouncedAt'],
+      'email.complained': ['complainedAt']
+    }
+  }
 })
 
 /**
@@ -47,8 +93,8 @@ const TIMESTAMP_OF: Readonly<Record<string, keyof StatusTimestamps>> = Object.fr
  * (inbound statuses, or a value the provider added after this code was written).
  */
 export function rankOf (provider: Provider, status: string): number | undefined {
-  const table = provider === 'twilio' ? TWILIO_STATUS_RANK : undefined
-  return table !== undefined && Object.hasOwn(table, status) ? table[status] : undefined
+  const table = PRECEDENCE[provider].ranks
+  return Object.hasOwn(table, status) ? table[status] : undefined
 }
 
 export interface StatusTimestamps {
@@ -56,6 +102,10 @@ export interface StatusTimestamps {
   deliveredAt: Date | null
   readAt: Date | null
   failedAt: Date | null
+  /** Email only: first `email.bounced`. */
+  bouncedAt: Date | null
+  /** Email only: first `email.complained`. */
+  complainedAt: Date | null
 }
 
 /** The part of a message that status events decide. */
@@ -86,30 +136,33 @@ export const INITIAL_STATE: MessageState = Object.freeze({
   sentAt: null,
   deliveredAt: null,
   readAt: null,
-  failedAt: null
+  failedAt: null,
+  bouncedAt: null,
+  complainedAt: null
 })
 
 /**
  * Folds one event into a message's state. Pure; commutative and idempotent over events, so any
  * arrival order of the same set of events gives the same state:
  * - status and error move only to a higher rank; the error is that of the event that set a
- *   failure status (`failed`/`undelivered`), and cleared when a higher non-failure status wins;
- * - each timestamp keeps the earliest event of its status (`failedAt`: of `failed` or `undelivered`);
+ *   failure status (Twilio `failed`/`undelivered`; Resend `email.failed`/`email.suppressed`/
+ *   `email.bounced`), and cleared when a higher non-failure status wins;
+ * - each timestamp keeps the earliest event of its statuses (`failedAt`: of any failure status);
  * - an unranked status changes nothing (it is still recorded in the timeline).
  */
 export function applyEvent (provider: Provider, state: MessageState, event: StatusEvent): MessageState {
   const rank = rankOf(provider, event.status)
   if (rank === undefined) return state
+  const { failures, timestamps } = PRECEDENCE[provider]
   const next: MessageState = { ...state }
   if (rank > state.statusRank) {
     next.status = event.status
     next.statusRank = rank
-    const failure = FAILURE_STATUSES.has(event.status)
+    const failure = failures.has(event.status)
     next.errorCode = failure ? event.errorCode : null
     next.errorMessage = failure ? event.errorMessage : null
   }
-  const column = TIMESTAMP_OF[event.status]
-  if (column !== undefined) {
+  for (const column of timestamps[event.status] ?? []) {
     const current = next[column]
     if (current === null || event.at.getTime() < current.getTime()) next[column] = event.at
   }

@@ -17,7 +17,7 @@ export interface IncomingEvent {
   provider: Provider
   /** Provider message id: Twilio `MessageSid`, Resend `email_id`. */
   sid: string
-  /** Provider status: Twilio `MessageStatus` as spelled by Twilio. */
+  /** Provider status as the provider spells it: Twilio `MessageStatus`, Resend event `type`. */
   status: string
   channel: Channel
   accountSid: string | null
@@ -34,7 +34,28 @@ export interface IncomingEvent {
   /** Carrier receipt time (Twilio `RawDlrDoneDate`), when present. */
   carrierAt: Date | null
   source: EventSource
+  /**
+   * The provider's own time of the event (Resend `created_at`), when given: precedence timestamps
+   * (`sent_at`, `delivered_at`, ...) use it instead of `receivedAt`.
+   */
+  occurredAt?: Date | null
+  /** The provider's delivery id (Resend `svix-id`); unique over all stored events. */
+  svixId?: string | null
+  /** Email-only message fields (Resend). */
+  email?: EmailFields
 }
+
+/** What an email adds to its message row; kept from the first event that carries them. */
+export interface EmailFields {
+  subject: string | null
+  /** Every recipient; the event's `to` is the first. */
+  recipients: string[]
+  /** Resend `tags` as received, or `null`. */
+  tags: unknown
+}
+
+/** The fields `upsertMessage` needs: those of an event that describe the message itself. */
+export type MessageIdentity = Pick<IncomingEvent, 'provider' | 'sid' | 'channel' | 'accountSid' | 'messagingServiceSid' | 'from' | 'to' | 'email'>
 
 /** What happened to one event. */
 export interface RecordOutcome {
@@ -61,15 +82,17 @@ function stateOf (row: MessageRow): MessageState {
     sentAt: row.sent_at,
     deliveredAt: row.delivered_at,
     readAt: row.read_at,
-    failedAt: row.failed_at
+    failedAt: row.failed_at,
+    bouncedAt: row.bounced_at,
+    complainedAt: row.complained_at
   }
 }
 
 /**
  * Creates the message if it is new, or fills fields it lacked, and returns the row locked
- * for the rest of the transaction.
+ * for the rest of the transaction. Exported for the engagement log (`record-engagement.ts`).
  */
-async function upsertMessage (trx: Executor, e: IncomingEvent): Promise<MessageRow> {
+export async function upsertMessage (trx: Executor, e: MessageIdentity): Promise<MessageRow> {
   return await trx.insertInto('messages')
     .values({
       sid: e.sid,
@@ -86,13 +109,20 @@ async function upsertMessage (trx: Executor, e: IncomingEvent): Promise<MessageR
       sent_at: null,
       delivered_at: null,
       read_at: null,
-      failed_at: null
+      failed_at: null,
+      subject: e.email?.subject ?? null,
+      // NULL rather than [] so a later event that lists the recipients fills them in.
+      recipients: e.email === undefined || e.email.recipients.length === 0 ? null : e.email.recipients,
+      tags: e.email?.tags === undefined || e.email.tags === null ? null : JSON.stringify(e.email.tags)
     })
     .onConflict((oc) => oc.column('sid').doUpdateSet({
       account_sid: sql`coalesce(messages.account_sid, excluded.account_sid)`,
       messaging_service_sid: sql`coalesce(messages.messaging_service_sid, excluded.messaging_service_sid)`,
       from_address: sql`coalesce(messages.from_address, excluded.from_address)`,
-      to_address: sql`coalesce(messages.to_address, excluded.to_address)`
+      to_address: sql`coalesce(messages.to_address, excluded.to_address)`,
+      subject: sql`coalesce(messages.subject, excluded.subject)`,
+      recipients: sql`coalesce(messages.recipients, excluded.recipients)`,
+      tags: sql`coalesce(messages.tags, excluded.tags)`
     }))
     .returningAll()
     .executeTakeFirstOrThrow()
@@ -112,9 +142,13 @@ async function recordOne (trx: Executor, e: IncomingEvent): Promise<RecordOutcom
       raw: JSON.stringify(e.raw),
       received_at: e.receivedAt,
       carrier_at: e.carrierAt,
-      source: e.source
+      source: e.source,
+      svix_id: e.svixId ?? null,
+      occurred_at: e.occurredAt ?? null
     })
-    .onConflict((oc) => oc.columns(['message_sid', 'message_status']).doNothing())
+    // No conflict target: a duplicate is either `(message_sid, message_status)` or the same
+    // provider delivery id (`svix_id`); both are acknowledged and change nothing.
+    .onConflict((oc) => oc.doNothing())
     .returning('id')
     .executeTakeFirst()
   if (inserted === undefined) {
@@ -125,7 +159,7 @@ async function recordOne (trx: Executor, e: IncomingEvent): Promise<RecordOutcom
     status: e.status,
     errorCode: e.errorCode,
     errorMessage: e.errorMessage,
-    at: e.receivedAt
+    at: e.occurredAt ?? e.receivedAt
   })
   await trx.updateTable('messages')
     .set({
@@ -137,6 +171,8 @@ async function recordOne (trx: Executor, e: IncomingEvent): Promise<RecordOutcom
       delivered_at: after.deliveredAt,
       read_at: after.readAt,
       failed_at: after.failedAt,
+      bounced_at: after.bouncedAt,
+      complained_at: after.complainedAt,
       updated_at: sql`now()`
     })
     .where('sid', '=', e.sid)

@@ -1,8 +1,11 @@
 /**
  * Read API: `GET /v1/messages/:sid` and `GET /v1/messages/:sid/events`.
+ * Emails also carry their engagement: counters on the message, and every distinct open and click
+ * in `engagement` next to the status timeline in `/events` (see `./engagement.ts`).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
+import { EngagementList, listEngagementOf } from './engagement.ts'
 import type { Kysely } from 'kysely'
 import type { Channel, Database, MessageEventRow, MessageRow } from '../db/database.ts'
 import { findMessageBySid, listEventsOf, listMessages, type MessageCursor } from '../db/messages.ts'
@@ -32,7 +35,21 @@ export function toMessageBody (row: MessageRow): MessageBody {
     read_at: iso(row.read_at),
     failed_at: iso(row.failed_at),
     created_at: row.created_at.toISOString(),
-    updated_at: row.updated_at.toISOString()
+    updated_at: row.updated_at.toISOString(),
+    // Email (Resend) fields.
+    subject: row.subject,
+    recipients: row.recipients,
+    tags: row.tags,
+    bounced_at: iso(row.bounced_at),
+    complained_at: iso(row.complained_at),
+    engagement: row.channel !== 'email'
+      ? null
+      : {
+          open_count: row.open_count,
+          first_opened_at: iso(row.first_opened_at),
+          click_count: row.click_count,
+          first_clicked_at: iso(row.first_clicked_at)
+        }
   }
 }
 
@@ -49,7 +66,9 @@ export function toEventBody (row: MessageEventRow): MessageEventBody {
     received_at: row.received_at.toISOString(),
     carrier_at: iso(row.carrier_at),
     source: row.source,
-    params: row.raw
+    params: row.raw,
+    occurred_at: iso(row.occurred_at),
+    svix_id: row.svix_id
   }
 }
 
@@ -110,11 +129,11 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     schema: {
       summary: "A message's timeline, in the order received",
       params: MessageSidParams,
-      response: { 200: Type.Object({ sid: Type.String(), data: Type.Array(MessageEvent) }), ...errors }
+      response: { 200: Type.Object({ sid: Type.String(), data: Type.Array(MessageEvent), engagement: EngagementList }), ...errors }
     }
   }, async (request) => {
     const { sid } = request.params
     await findMessage(db, sid)
-    return { sid, data: (await listEventsOf(db, sid)).map(toEventBody) }
+    return { sid, data: (await listEventsOf(db, sid)).map(toEventBody), engagement: await listEngagementOf(db, sid) }
   })
 }

@@ -11,6 +11,13 @@ export const ErrorBody = Type.Object({
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()])
 const DateTime = Type.String({ format: 'date-time' })
 
+export const EngagementSummary = Type.Object({
+  open_count: Type.Integer({ description: 'Distinct email.opened deliveries (a retried delivery counts once)' }),
+  first_opened_at: Nullable(DateTime),
+  click_count: Type.Integer({ description: 'Distinct email.clicked deliveries' }),
+  first_clicked_at: Nullable(DateTime)
+})
+
 export const Message = Type.Object({
   sid: Type.String(),
   provider: Type.String(),
@@ -29,7 +36,14 @@ export const Message = Type.Object({
   read_at: Nullable(DateTime),
   failed_at: Nullable(DateTime),
   created_at: DateTime,
-  updated_at: DateTime
+  updated_at: DateTime,
+  // Email (Resend) fields: null for other channels.
+  subject: Nullable(Type.String()),
+  recipients: Type.Union([Type.Array(Type.String()), Type.Null()], { description: 'Every recipient of an email; `to` is the first' }),
+  tags: Type.Unknown({ description: 'Resend tags as received, or null' }),
+  bounced_at: Nullable(DateTime),
+  complained_at: Nullable(DateTime),
+  engagement: Type.Union([EngagementSummary, Type.Null()], { description: 'Opens and clicks of an email; null for other channels' })
 })
 export type MessageBody = Static<typeof Message>
 
@@ -44,9 +58,24 @@ export const MessageEvent = Type.Object({
   received_at: DateTime,
   carrier_at: Nullable(DateTime),
   source: Type.String(),
-  params: Type.Record(Type.String(), Type.Unknown())
+  params: Type.Record(Type.String(), Type.Unknown()),
+  occurred_at: Nullable(Type.String({ format: 'date-time', description: "The provider's own event time (Resend created_at)" })),
+  svix_id: Nullable(Type.String({ description: 'Resend delivery id (svix-id)' }))
 })
 export type MessageEventBody = Static<typeof MessageEvent>
+
+/** One open or click of an email. */
+export const EngagementEntry = Type.Object({
+  id: Type.String({ description: 'Monotonically increasing id (decimal string)' }),
+  kind: Type.Union([Type.Literal('opened'), Type.Literal('clicked')]),
+  occurred_at: DateTime,
+  received_at: DateTime,
+  link: Nullable(Type.String()),
+  ip_address: Nullable(Type.String()),
+  user_agent: Nullable(Type.String()),
+  svix_id: Type.String()
+})
+export type EngagementEntryBody = Static<typeof EngagementEntry>
 
 export const MessageSidParams = Type.Object({
   sid: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' })

@@ -9,6 +9,7 @@ import { buildApp } from '../../src/app.ts'
 import { loadConfig, type Config } from '../../src/config/config.ts'
 import type { Database } from '../../src/db/database.ts'
 import { checkResponse } from './contract.ts'
+import { RESEND_SECRET } from './resend.ts'
 import { createTestDatabase } from './database.ts'
 
 export const ACCOUNT_SID = 'AC' + 'a'.repeat(32)
@@ -30,6 +31,7 @@ export function testEnv (overrides: Record<string, string | undefined> = {}): Re
     TWILIO_AUTH_TOKEN: AUTH_TOKEN,
     TWILIO_AUTH_TOKENS: `${ACCOUNT_SID}:${SECOND_TOKEN},${SUB_ACCOUNT_SID}:${SUB_ACCOUNT_TOKEN}`,
     API_KEYS: `billing:${API_KEY},crm:${OTHER_API_KEY}`,
+    RESEND_WEBHOOK_SECRET: RESEND_SECRET,
     ...overrides
   }
 }
@@ -38,11 +40,15 @@ interface TapLike { teardown: (fn: () => unknown) => void }
 
 /** The app on a fresh migrated PostgreSQL database; closed at teardown. */
 export async function buildTestApp (t: TapLike, env: Record<string, string | undefined> = {}): Promise<{ app: FastifyInstance, db: Kysely<Database>, config: Config, url: string }> {
+  // Registered first so it runs last (teardowns run last-in first-out), after the pool is closed.
+  const violations: string[] = []
+  t.teardown(() => {
+    if (violations.length > 0) throw new Error(`responses outside the contract:\n${[...new Set(violations)].join('\n')}`)
+  })
   const { db, url, handle } = await createTestDatabase(t)
   const config = loadConfig(testEnv(env))
   const app = await buildApp(config, { db, listen: handle.listen, poolStats: handle.poolStats })
   // Every JSON response of every test is checked against openapi.yaml.
-  const violations: string[] = []
   app.addHook('onSend', async (request, reply, payload) => {
     const url = request.routeOptions.url
     if (url !== undefined && typeof payload === 'string') {
@@ -51,10 +57,7 @@ export async function buildTestApp (t: TapLike, env: Record<string, string | und
     }
     return payload
   })
-  t.teardown(async () => {
-    await app.close()
-    if (violations.length > 0) throw new Error(`responses outside the contract:\n${[...new Set(violations)].join('\n')}`)
-  })
+  t.teardown(async () => { await app.close() })
   return { app, db, config, url }
 }
 
