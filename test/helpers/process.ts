@@ -2,6 +2,7 @@
  * Runs `node src/server.ts` as a child process and waits until it listens.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 export const SERVER_ENTRY = fileURLToPath(new URL('../../src/server.ts', import.meta.url))
@@ -16,8 +17,25 @@ export interface ServerProcess {
   stop: () => Promise<number | null>
 }
 
-/** Starts the server with `env` (PORT defaults to 0) and resolves once it logs its address. */
+/** A TCP port that was free a moment ago. */
+export async function freePort (): Promise<number> {
+  const srv = net.createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const { port } = srv.address() as net.AddressInfo
+  await new Promise<void>((resolve) => srv.close(() => resolve()))
+  return port
+}
+
+/**
+ * Starts the server with `env` and resolves once it listens: found from its "listening" log line
+ * (PORT 0, the default, needs LOG_LEVEL info), or, when LOG_LEVEL is above info, by picking a free
+ * port and polling `/health`.
+ */
 export async function startServer (env: Record<string, string | undefined>, timeoutMs = 30_000): Promise<ServerProcess> {
+  if (env.LOG_LEVEL !== undefined && !['info', 'debug', 'trace'].includes(env.LOG_LEVEL) && env.PORT === undefined) {
+    env = { ...env, PORT: String(await freePort()) }
+  }
+  const polled = env.PORT !== undefined && env.PORT !== '0' ? `http://127.0.0.1:${env.PORT}` : undefined
   const child = spawn(process.execPath, [SERVER_ENTRY], {
     env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -44,6 +62,12 @@ export async function startServer (env: Record<string, string | undefined>, time
       }
     })
     exited.then((code) => { clearTimeout(timer); reject(new Error(`server exited with ${code}: ${stderr}`)) }, reject)
+    if (polled !== undefined) {
+      const poll = (): void => {
+        fetch(`${polled}/health`).then((res) => { if (res.status < 500) { clearTimeout(timer); resolve(polled) } else setTimeout(poll, 100) }, () => setTimeout(poll, 100))
+      }
+      poll()
+    }
   })
   return {
     child,
