@@ -34,8 +34,13 @@ await admin.query(`CREATE DATABASE ${dbName}`)
 const url = new URL(base); url.pathname = `/${dbName}`
 
 const server = await startServer({
-  DATABASE_URL: url.toString(), PUBLIC_BASE_URL: PUBLIC, TWILIO_ACCOUNT_SID: ACCOUNT_SID, TWILIO_AUTH_TOKEN: TOKEN,
-  API_KEYS: `bench:${API_KEY}`, LOG_LEVEL: 'warn', DATABASE_POOL_MAX: process.env.BENCH_POOL ?? '20',
+  DATABASE_URL: url.toString(),
+  PUBLIC_BASE_URL: PUBLIC,
+  TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+  TWILIO_AUTH_TOKEN: TOKEN,
+  API_KEYS: `bench:${API_KEY}`,
+  LOG_LEVEL: 'warn',
+  DATABASE_POOL_MAX: process.env.BENCH_POOL ?? '20',
   RATE_LIMIT_PER_MINUTE: '100000000'
 })
 const pid = server.child.pid as number
@@ -64,7 +69,7 @@ async function run (scenario: string, opts: Partial<autocannon.Options>): Promis
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
     rss: Math.round(rssMiB()),
-    codes: Object.entries(result.statusCodeStats).map(([code, { count }]) => `${code}×${count}`).join(' ')
+    codes: Object.entries(result.statusCodeStats ?? {}).map(([code, { count }]) => `${code}×${count}`).join(' ')
   })
 }
 

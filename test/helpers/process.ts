@@ -63,8 +63,14 @@ export async function startServer (env: Record<string, string | undefined>, time
     })
     exited.then((code) => { clearTimeout(timer); reject(new Error(`server exited with ${code}: ${stderr}`)) }, reject)
     if (polled !== undefined) {
+      let settled = false
+      exited.then(() => { settled = true }, () => { settled = true })
       const poll = (): void => {
-        fetch(`${polled}/health`).then((res) => { if (res.status < 500) { clearTimeout(timer); resolve(polled) } else setTimeout(poll, 100) }, () => setTimeout(poll, 100))
+        if (settled) return
+        const again = (): void => { setTimeout(poll, 100) }
+        fetch(`${polled}/health`).then((res) => {
+          if (res.status < 500) { settled = true; clearTimeout(timer); resolve(polled) } else again()
+        }, again)
       }
       poll()
     }
