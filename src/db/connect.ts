@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs'
+import type { PGlite } from '@electric-sql/pglite'
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Database } from './database.ts'
@@ -22,6 +23,10 @@ export interface DatabaseOptions {
 export interface DatabaseHandle {
   db: Kysely<Database>
   kind: 'postgres' | 'pglite'
+  /** The PostgreSQL URL (`postgres`), for components that open their own pool (the job queue). */
+  url: string | undefined
+  /** The embedded instance (`pglite`), for components that must share its single connection. */
+  pglite: PGlite | undefined
   /** Closes the pool (or PGlite). Idempotent. */
   close: () => Promise<void>
 }
@@ -48,6 +53,8 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
     return {
       db,
       kind: 'postgres',
+      url: opts.databaseUrl,
+      pglite: undefined,
       close: async () => {
         if (closed) return
         closed = true
@@ -63,6 +70,8 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
   return {
     db,
     kind: 'pglite',
+    url: undefined,
+    pglite,
     close: async () => {
       if (closed) return
       closed = true

@@ -1,4 +1,5 @@
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+import type { FallbackReason, FallbackState } from '../domain/fallback-policy.ts'
 
 /** Timestamps are written as `Date` and read back as `Date` (timestamptz). */
 type Timestamp = ColumnType<Date, Date | string, Date | string>
@@ -38,6 +39,12 @@ export interface MessagesTable {
   failed_at: Timestamp | null
   created_at: DefaultTimestamp
   updated_at: DefaultTimestamp
+  /** Whether a failed WhatsApp message may get an SMS fallback (default on). */
+  fallback: Generated<boolean>
+  /** On a fallback SMS: the WhatsApp message it replaced. */
+  fallback_of: string | null
+  /** On a WhatsApp message: the SMS sent in its place. */
+  fallback_sid: string | null
 }
 
 /** One row per distinct `(message_sid, message_status)`; `id` orders timelines and streams. */
@@ -59,9 +66,40 @@ export interface MessageEventsTable {
   source: EventSource
 }
 
+/** One row per WhatsApp message that was due a fallback (UNIQUE `original_sid`); see docs/fallback.md. */
+export interface FallbacksTable {
+  /** bigint identity; read back as a decimal string. */
+  id: ColumnType<string, never, never>
+  original_sid: string
+  state: FallbackState
+  /** Why it was skipped or failed (`FallbackReason`). */
+  reason: FallbackReason | null
+  /** The WhatsApp `ErrorCode` that called for the fallback. */
+  trigger_error_code: string | null
+  /** SMS recipient, E.164. */
+  to_address: string | null
+  /** Sender: a number, or a Messaging Service. */
+  sms_from: string | null
+  messaging_service_sid: string | null
+  /** SID of the SMS, once Twilio accepted it. */
+  fallback_sid: string | null
+  /** Twilio error code of the last failed attempt (e.g. 21610), or the HTTP status/network code. */
+  error_code: string | null
+  error_message: string | null
+  attempts: Generated<number>
+  /** Start of the earliest attempt whose outcome is unknown; set means "look before re-sending". */
+  attempt_started_at: Timestamp | null
+  /** A worker holds the fallback until then. */
+  lease_until: Timestamp | null
+  job_id: string | null
+  created_at: DefaultTimestamp
+  updated_at: DefaultTimestamp
+}
+
 export interface Database {
   messages: MessagesTable
   message_events: MessageEventsTable
+  fallbacks: FallbacksTable
 }
 
 export type MessageRow = Selectable<MessagesTable>
@@ -69,3 +107,4 @@ export type NewMessageRow = Insertable<MessagesTable>
 export type MessageUpdate = Updateable<MessagesTable>
 export type MessageEventRow = Selectable<MessageEventsTable>
 export type NewMessageEventRow = Insertable<MessageEventsTable>
+export type FallbackRow = Selectable<FallbacksTable>
