@@ -11,6 +11,8 @@ import type { Config } from './config/config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailableError } from './db/errors.ts'
 import { AppError, databaseUnavailable } from './errors.ts'
+import type { JobQueueConnection } from './fallback/queue.ts'
+import { createFallbackService } from './fallback/service.ts'
 import { loggerOptions } from './logger.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
@@ -23,6 +25,11 @@ import pkg from '../package.json' with { type: 'json' }
 export interface AppDeps {
   db: Kysely<Database>
   metrics?: Metrics
+  /**
+   * Where the job queue lives (`jobQueueConnectionOf(handle)`). When given, the WhatsApp → SMS
+   * fallback runs: its workers start when the app is ready and stop when it closes.
+   */
+  jobQueue?: JobQueueConnection
 }
 
 /** Maps Fastify's own errors to the catalogue's codes. */
@@ -67,11 +74,11 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     let message: string
     if (err instanceof AppError) {
       status = err.statusCode; code = err.code; message = err.message
-      if (err.retryAfterS !== undefined) void reply.header('retry-after', String(err.retryAfterS))
+      if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS))
     } else if (isDatabaseUnavailableError(err)) {
       const unavailable = databaseUnavailable(err)
       status = unavailable.statusCode; code = unavailable.code; message = unavailable.message
-      void reply.header('retry-after', String(unavailable.retryAfterS))
+      reply.header('retry-after', String(unavailable.retryAfterS))
     } else {
       const mapped = fastifyErrorCode(err)
       if (mapped !== undefined) {
@@ -98,7 +105,12 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   app.get('/metrics', async (_request, reply) => {
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
-  await app.register(twilioStatusRoutes, { config, db: deps.db, metrics })
+  const fallback = deps.jobQueue === undefined ? undefined : createFallbackService(config, deps.db, deps.jobQueue, app.log)
+  if (fallback !== undefined) {
+    app.addHook('onReady', fallback.start)
+    app.addHook('onClose', fallback.stop)
+  }
+  await app.register(twilioStatusRoutes, { config, db: deps.db, metrics, hooks: fallback?.hooks })
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
     await v1.register(messageRoutes, { db: deps.db })
