@@ -34,7 +34,8 @@ export const EnvSchema = Type.Object({
   FALLBACK_MAX_PER_RECIPIENT_PER_DAY: Type.Integer({ minimum: 0, default: 3 }),
   FALLBACK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 5 }),
   FALLBACK_RETRY_DELAY_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 5 }),
-  FALLBACK_POLL_INTERVAL_SECONDS: Type.Number({ minimum: 0.5, maximum: 300, default: 2 })
+  FALLBACK_POLL_INTERVAL_SECONDS: Type.Number({ minimum: 0.5, maximum: 300, default: 2 }),
+  FALLBACK_RECOVERY_INTERVAL_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 60 })
 })
 
 export type Env = Static<typeof EnvSchema>

@@ -22,6 +22,11 @@ export interface FallbackConfig {
   retryDelaySeconds: number
   /** How often idle workers look for jobs, in seconds (`FALLBACK_POLL_INTERVAL_SECONDS`). */
   pollIntervalSeconds: number
+  /**
+   * How often the queue looks for attempts whose worker died (job expired) to retry them, in
+   * seconds (`FALLBACK_RECOVERY_INTERVAL_SECONDS`; pg-boss supervision and monitoring).
+   */
+  recoveryIntervalSeconds: number
 }
 
 const E164 = /^\+[1-9][0-9]{6,14}$/
@@ -36,7 +41,7 @@ function senderOf (value: string): SmsSender | undefined {
 
 type FallbackEnv = Pick<Env, 'FALLBACK_ERROR_CODES' | 'FALLBACK_SMS_FROM' | 'FALLBACK_MESSAGING_SERVICE_SID' |
 'FALLBACK_SMS_FROM_MAP' | 'FALLBACK_MAX_PER_RECIPIENT_PER_DAY' | 'FALLBACK_MAX_ATTEMPTS' |
-'FALLBACK_RETRY_DELAY_SECONDS' | 'FALLBACK_POLL_INTERVAL_SECONDS'>
+'FALLBACK_RETRY_DELAY_SECONDS' | 'FALLBACK_POLL_INTERVAL_SECONDS' | 'FALLBACK_RECOVERY_INTERVAL_SECONDS'>
 
 /**
  * Parses the fallback variables; problems are appended to `problems`.
@@ -76,6 +81,7 @@ export function parseFallbackConfig (env: FallbackEnv, problems: string[]): Fall
     maxPerRecipientPerDay: env.FALLBACK_MAX_PER_RECIPIENT_PER_DAY,
     maxAttempts: env.FALLBACK_MAX_ATTEMPTS,
     retryDelaySeconds: env.FALLBACK_RETRY_DELAY_SECONDS,
-    pollIntervalSeconds: env.FALLBACK_POLL_INTERVAL_SECONDS
+    pollIntervalSeconds: env.FALLBACK_POLL_INTERVAL_SECONDS,
+    recoveryIntervalSeconds: env.FALLBACK_RECOVERY_INTERVAL_SECONDS
   }
 }

@@ -37,13 +37,19 @@ export function jobQueueConnectionOf (handle: { url: string | undefined, pglite:
   throw new Error('the database handle has neither a URL nor a PGlite instance')
 }
 
-/** A pg-boss instance, not yet started. Its schema (`pgboss`) is created or migrated by `start()`. */
-export function createJobQueue (connection: JobQueueConnection): PgBoss {
+/**
+ * A pg-boss instance, not yet started. Its schema (`pgboss`) is created or migrated by `start()`.
+ * @param opts.recoveryIntervalSeconds - how often supervision retries jobs whose worker died
+ *   (expired), and does its other maintenance; pg-boss's default is 60.
+ */
+export function createJobQueue (connection: JobQueueConnection, opts: { recoveryIntervalSeconds?: number } = {}): PgBoss {
   const common = {
     application_name: 'tidings-jobs',
     // Tidings schedules nothing with cron; supervision (expired jobs, retention) stays on.
-    schedule: false
-  } as const
+    schedule: false,
+    superviseIntervalSeconds: opts.recoveryIntervalSeconds ?? 60,
+    monitorIntervalSeconds: opts.recoveryIntervalSeconds ?? 60
+  }
   if ('pglite' in connection) {
     return new PgBoss({ ...common, db: fromPglite(connection.pglite), backend: 'pglite' })
   }

@@ -183,7 +183,9 @@ export async function linkSentFallback (db: Kysely<Database>, fallback: Fallback
         updated_at: sql`now()`
       })
       .where('id', '=', fallback.id)
-      .where('state', 'not in', FINAL_STATES)
+      // The SMS exists, so this wins even over a `failed/retries_exhausted` written meanwhile
+      // (an attempt that outlived its job's expiry on the last try).
+      .where('state', '!=', 'sent')
       .execute()
   })
 }

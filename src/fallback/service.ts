@@ -26,13 +26,15 @@ export interface FallbackService {
 }
 
 export function createFallbackService (config: Config, db: Kysely<Database>, connection: JobQueueConnection, log: FastifyBaseLogger): FallbackService {
-  const boss = createJobQueue(connection)
+  const boss = createJobQueue(connection, { recoveryIntervalSeconds: config.fallback.recoveryIntervalSeconds })
   const fallbackLog = log.child({ component: 'fallback' })
   // pg-boss reports background failures (maintenance, polling) as events; unhandled they would crash.
   boss.on('error', (err) => fallbackLog.error({ err }, 'job queue error'))
   const twilio = createTwilioClients({ tokens: config.twilioAuthTokens, baseUrl: config.twilioApiBaseUrl, timeoutMs: config.twilioRequestTimeoutMs })
-  // An attempt makes at most three Twilio requests (fetch the text, look for an earlier send, send).
-  const leaseMs = 3 * config.twilioRequestTimeoutMs + 5_000
+  // An attempt makes at most three Twilio requests (fetch the text, look for an earlier send, send)
+  // and a few short transactions. The job expires a little after the lease, so when a worker dies
+  // the retry finds the lease run out.
+  const leaseMs = 3 * config.twilioRequestTimeoutMs + 2_000
   let started = false
   let stopped = false
 
@@ -58,7 +60,7 @@ export function createFallbackService (config: Config, db: Kysely<Database>, con
         retryDelay: config.fallback.retryDelaySeconds,
         retryBackoff: true,
         retryDelayMax: Math.max(config.fallback.retryDelaySeconds, 3600),
-        expireInSeconds: Math.ceil(leaseMs / 1000) + 10,
+        expireInSeconds: Math.ceil(leaseMs / 1000) + 2,
         deadLetter: FALLBACK_DEAD_LETTER_QUEUE
       }
       await boss.createQueue(FALLBACK_QUEUE, queueOptions)
