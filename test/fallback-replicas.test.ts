@@ -43,6 +43,7 @@ async function post (server: ServerProcess, params: Record<string, string>): Pro
 
 t.test('three Tidings processes on one database: the same failure callback 21 times concurrently sends exactly one SMS', async (t) => {
   const servers = await Promise.all([start(), start(), start()])
+  t.ok(servers[0].logs.some((l) => l.level === 40 && typeof l.msg === 'string' && l.msg.startsWith('TWILIO_API_BASE_URL is set')), 'start-up warns that TWILIO_API_BASE_URL is set')
   const to = randomNumber()
   const sid = await storeWhatsAppMessage(db, { to, body: 'Replicated hello' })
   const params = whatsappCallback(sid, 'failed', { to, errorCode: '63049' })
