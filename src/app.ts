@@ -24,12 +24,12 @@ import pkg from '../package.json' with { type: 'json' }
 /** What the app needs from outside: the database, and optionally a metrics registry to share. */
 export interface AppDeps {
   db: Kysely<Database>
-  metrics?: Metrics
   /**
    * Where the job queue lives (`jobQueueConnectionOf(handle)`). When given, the WhatsApp → SMS
    * fallback runs: its workers start when the app is ready and stop when it closes.
    */
   jobQueue?: JobQueueConnection
+  metrics?: Metrics
 }
 
 /** Maps Fastify's own errors to the catalogue's codes. */
@@ -99,17 +99,18 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     code: 'not_found', message: `Route ${request.method} ${request.url.split('?')[0]} not found`
   }))
 
+  // WhatsApp → SMS fallback (docs/fallback.md): its recording hook goes to the webhook route below.
+  const fallback = deps.jobQueue === undefined ? undefined : createFallbackService(config, deps.db, deps.jobQueue, app.log)
+  if (fallback !== undefined) {
+    app.addHook('onReady', fallback.start)
+    app.addHook('onClose', fallback.stop)
+  }
   app.decorate('metrics', metrics)
 
   await app.register(healthRoutes, { db: deps.db, version: pkg.version })
   app.get('/metrics', async (_request, reply) => {
     return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
   })
-  const fallback = deps.jobQueue === undefined ? undefined : createFallbackService(config, deps.db, deps.jobQueue, app.log)
-  if (fallback !== undefined) {
-    app.addHook('onReady', fallback.start)
-    app.addHook('onClose', fallback.stop)
-  }
   await app.register(twilioStatusRoutes, { config, db: deps.db, metrics, hooks: fallback?.hooks })
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })

@@ -19,11 +19,6 @@ export const EnvSchema = Type.Object({
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
   DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
   MIGRATE_ON_START: Type.Boolean({ default: true }),
-  PUBLIC_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+(/[^?#]*)?$' })),
-  TWILIO_ACCOUNT_SID: Type.Optional(Type.String({ pattern: '^AC[0-9a-fA-F]{32}$' })),
-  TWILIO_AUTH_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
-  TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
-  API_KEYS: Type.Optional(Type.String()),
   // --- Twilio REST client and WhatsApp → SMS fallback (docs/fallback.md) ---
   TWILIO_API_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+/?$' })),
   TWILIO_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 10_000 }),
@@ -35,7 +30,12 @@ export const EnvSchema = Type.Object({
   FALLBACK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 5 }),
   FALLBACK_RETRY_DELAY_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 5 }),
   FALLBACK_POLL_INTERVAL_SECONDS: Type.Number({ minimum: 0.5, maximum: 300, default: 2 }),
-  FALLBACK_RECOVERY_INTERVAL_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 60 })
+  FALLBACK_RECOVERY_INTERVAL_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 60 }),
+  PUBLIC_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+(/[^?#]*)?$' })),
+  TWILIO_ACCOUNT_SID: Type.Optional(Type.String({ pattern: '^AC[0-9a-fA-F]{32}$' })),
+  TWILIO_AUTH_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
+  TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
+  API_KEYS: Type.Optional(Type.String())
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -64,9 +64,6 @@ export interface Config {
    * trailing slash, e.g. `https://hooks.example.com`.
    */
   publicBaseUrl: string
-  /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
-  twilioAuthTokens: Map<string, string[]>
-  apiKeys: ApiKey[]
   /**
    * Where the Twilio REST client sends requests instead of `https://api.twilio.com`
    * (`TWILIO_API_BASE_URL`, for tests and the demo's fake Twilio only), without a trailing slash.
@@ -76,6 +73,9 @@ export interface Config {
   twilioRequestTimeoutMs: number
   /** WhatsApp → SMS fallback (`FALLBACK_*`). */
   fallback: FallbackConfig
+  /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
+  twilioAuthTokens: Map<string, string[]>
+  apiKeys: ApiKey[]
 }
 
 export class ConfigError extends Error {
@@ -155,9 +155,9 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     }
     throw new ConfigError([...new Set(problems)])
   }
+  const fallback = parseFallbackConfig(parsed, problems)
   const twilioAuthTokens = parseTwilioTokens(parsed, problems)
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
-  const fallback = parseFallbackConfig(parsed, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   return {
     port: parsed.PORT,
@@ -167,12 +167,12 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     dataDir: parsed.DATA_DIR,
     databasePoolMax: parsed.DATABASE_POOL_MAX,
     databaseStatementTimeoutMs: parsed.DATABASE_STATEMENT_TIMEOUT_MS,
+    twilioApiBaseUrl: parsed.TWILIO_API_BASE_URL?.replace(/\/+$/, ''),
+    twilioRequestTimeoutMs: parsed.TWILIO_REQUEST_TIMEOUT_MS,
+    fallback,
     migrateOnStart: parsed.MIGRATE_ON_START,
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),
     twilioAuthTokens,
-    apiKeys,
-    twilioApiBaseUrl: parsed.TWILIO_API_BASE_URL?.replace(/\/+$/, ''),
-    twilioRequestTimeoutMs: parsed.TWILIO_REQUEST_TIMEOUT_MS,
-    fallback
+    apiKeys
   }
 }

@@ -22,11 +22,11 @@ export interface DatabaseOptions {
 /** An open database: the Kysely handle plus what it runs on. */
 export interface DatabaseHandle {
   db: Kysely<Database>
-  kind: 'postgres' | 'pglite'
   /** The PostgreSQL URL (`postgres`), for components that open their own pool (the job queue). */
   url: string | undefined
   /** The embedded instance (`pglite`), for components that must share its single connection. */
   pglite: PGlite | undefined
+  kind: 'postgres' | 'pglite'
   /** Closes the pool (or PGlite). Idempotent. */
   close: () => Promise<void>
 }
@@ -52,9 +52,9 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
     let closed = false
     return {
       db,
-      kind: 'postgres',
       url: opts.databaseUrl,
       pglite: undefined,
+      kind: 'postgres',
       close: async () => {
         if (closed) return
         closed = true
@@ -69,9 +69,9 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
   let closed = false
   return {
     db,
-    kind: 'pglite',
     url: undefined,
     pglite,
+    kind: 'pglite',
     close: async () => {
       if (closed) return
       closed = true

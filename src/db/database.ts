@@ -26,6 +26,12 @@ export interface MessagesTable {
   from_address: string | null
   /** Recipient; E.164 for phone channels, the `whatsapp:` prefix removed. */
   to_address: string | null
+  /** Whether a failed WhatsApp message may get an SMS fallback (default on). */
+  fallback: Generated<boolean>
+  /** On a fallback SMS: the WhatsApp message it replaced. */
+  fallback_of: string | null
+  /** On a WhatsApp message: the SMS sent in its place. */
+  fallback_sid: string | null
   /** Current status: the highest-ranked status received (see `src/domain/status-precedence.ts`). */
   status: string | null
   /** Rank of `status`; 0 while no ranked status has been received. */
@@ -39,12 +45,6 @@ export interface MessagesTable {
   failed_at: Timestamp | null
   created_at: DefaultTimestamp
   updated_at: DefaultTimestamp
-  /** Whether a failed WhatsApp message may get an SMS fallback (default on). */
-  fallback: Generated<boolean>
-  /** On a fallback SMS: the WhatsApp message it replaced. */
-  fallback_of: string | null
-  /** On a WhatsApp message: the SMS sent in its place. */
-  fallback_sid: string | null
 }
 
 /** One row per distinct `(message_sid, message_status)`; `id` orders timelines and streams. */
@@ -95,11 +95,12 @@ export interface FallbacksTable {
   created_at: DefaultTimestamp
   updated_at: DefaultTimestamp
 }
+export type FallbackRow = Selectable<FallbacksTable>
 
 export interface Database {
   messages: MessagesTable
-  message_events: MessageEventsTable
   fallbacks: FallbacksTable
+  message_events: MessageEventsTable
 }
 
 export type MessageRow = Selectable<MessagesTable>
@@ -107,4 +108,3 @@ export type NewMessageRow = Insertable<MessagesTable>
 export type MessageUpdate = Updateable<MessagesTable>
 export type MessageEventRow = Selectable<MessageEventsTable>
 export type NewMessageEventRow = Insertable<MessageEventsTable>
-export type FallbackRow = Selectable<FallbacksTable>

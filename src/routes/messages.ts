@@ -2,17 +2,17 @@
  * Read API: `GET /v1/messages/:sid` and `GET /v1/messages/:sid/events`.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { FallbackFields, fallbackFieldsOf } from '../fallback/api.ts'
 import { Type } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import type { Database, MessageEventRow, MessageRow } from '../db/database.ts'
 import { AppError } from '../errors.ts'
-import { findFallbackOf } from '../fallback/repository.ts'
-import { ErrorBody, Message, MessageEvent, MessageSidParams, type FallbackBody, type MessageBody, type MessageEventBody } from './schemas.ts'
+import { ErrorBody, Message, MessageEvent, MessageSidParams, type MessageBody, type MessageEventBody } from './schemas.ts'
 
 const iso = (d: Date | null): string | null => d === null ? null : d.toISOString()
 
-/** The API shape of a message row; `fallback` is the row of `fallbacks` for it, if any. */
-export function toMessageBody (row: MessageRow, fallback: FallbackBody | null = null): MessageBody {
+/** The API shape of a message row. */
+export function toMessageBody (row: MessageRow): MessageBody {
   return {
     sid: row.sid,
     provider: row.provider,
@@ -29,27 +29,7 @@ export function toMessageBody (row: MessageRow, fallback: FallbackBody | null = 
     read_at: iso(row.read_at),
     failed_at: iso(row.failed_at),
     created_at: row.created_at.toISOString(),
-    updated_at: row.updated_at.toISOString(),
-    fallback_enabled: row.fallback,
-    fallback_of: row.fallback_of,
-    fallback
-  }
-}
-
-async function fallbackBodyOf (db: Kysely<Database>, sid: string): Promise<FallbackBody | null> {
-  const f = await findFallbackOf(db, sid)
-  if (f === undefined) return null
-  return {
-    state: f.state,
-    reason: f.reason,
-    sid: f.fallback_sid,
-    status: f.sms_status,
-    trigger_error_code: f.trigger_error_code,
-    error_code: f.error_code,
-    error_message: f.error_message,
-    attempts: f.attempts,
-    created_at: f.created_at.toISOString(),
-    updated_at: f.updated_at.toISOString()
+    updated_at: row.updated_at.toISOString()
   }
 }
 
@@ -83,11 +63,11 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     schema: {
       summary: 'A message with its current status',
       params: MessageSidParams,
-      response: { 200: Message, ...errors }
+      response: { 200: Type.Composite([Message, FallbackFields]), ...errors }
     }
   }, async (request) => {
     const row = await findMessage(db, request.params.sid)
-    return toMessageBody(row, await fallbackBodyOf(db, row.sid))
+    return { ...toMessageBody(row), ...await fallbackFieldsOf(db, row) }
   })
 
   app.get('/messages/:sid/events', {

@@ -11,21 +11,6 @@ export const ErrorBody = Type.Object({
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()])
 const DateTime = Type.String({ format: 'date-time' })
 
-/** A WhatsApp message's SMS fallback (docs/fallback.md). */
-export const Fallback = Type.Object({
-  state: Type.String({ description: 'pending, sending, sent, failed or skipped' }),
-  reason: Nullable(Type.String({ description: 'Why skipped or failed: opted_out, no_sender, no_recipient, recipient_limit, no_body, twilio_error, retries_exhausted' })),
-  sid: Nullable(Type.String({ description: 'SID of the fallback SMS once Twilio accepted it' })),
-  status: Nullable(Type.String({ description: 'Current status of the fallback SMS' })),
-  trigger_error_code: Nullable(Type.String({ description: 'The WhatsApp ErrorCode that called for the fallback' })),
-  error_code: Nullable(Type.String({ description: 'Twilio error of the last failed attempt (e.g. 21610)' })),
-  error_message: Nullable(Type.String()),
-  attempts: Type.Integer(),
-  created_at: DateTime,
-  updated_at: DateTime
-})
-export type FallbackBody = Static<typeof Fallback>
-
 export const Message = Type.Object({
   sid: Type.String(),
   provider: Type.String(),
@@ -42,10 +27,7 @@ export const Message = Type.Object({
   read_at: Nullable(DateTime),
   failed_at: Nullable(DateTime),
   created_at: DateTime,
-  updated_at: DateTime,
-  fallback_enabled: Type.Boolean({ description: 'Whether a failed WhatsApp message may get an SMS fallback' }),
-  fallback_of: Nullable(Type.String({ description: 'On a fallback SMS: the WhatsApp message it replaced' })),
-  fallback: Type.Union([Fallback, Type.Null()], { description: 'On a WhatsApp message that was due a fallback: its state' })
+  updated_at: DateTime
 })
 export type MessageBody = Static<typeof Message>
 
@@ -63,6 +45,27 @@ export const MessageEvent = Type.Object({
   params: Type.Record(Type.String(), Type.Unknown())
 })
 export type MessageEventBody = Static<typeof MessageEvent>
+/** A WhatsApp message's SMS fallback (docs/fallback.md). */
+export const Fallback = Type.Object({
+  state: Type.String({ description: 'pending, sending, sent, failed or skipped' }),
+  reason: Nullable(Type.String({ description: 'Why skipped or failed: opted_out, no_sender, no_recipient, recipient_limit, no_body, twilio_error, retries_exhausted' })),
+  sid: Nullable(Type.String({ description: 'SID of the fallback SMS once Twilio accepted it' })),
+  status: Nullable(Type.String({ description: 'Current status of the fallback SMS' })),
+  trigger_error_code: Nullable(Type.String({ description: 'The WhatsApp ErrorCode that called for the fallback' })),
+  error_code: Nullable(Type.String({ description: 'Twilio error of the last failed attempt (e.g. 21610)' })),
+  error_message: Nullable(Type.String()),
+  attempts: Type.Integer(),
+  created_at: DateTime,
+  updated_at: DateTime
+})
+export type FallbackBody = Static<typeof Fallback>
+/** What `GET /v1/messages/:sid` adds to a message: its fallback links. */
+export const FallbackFields = Type.Object({
+  fallback_enabled: Type.Boolean({ description: 'Whether a failed WhatsApp message may get an SMS fallback' }),
+  fallback_of: Nullable(Type.String({ description: 'On a fallback SMS: the WhatsApp message it replaced' })),
+  fallback: Type.Union([Fallback, Type.Null()], { description: 'On a WhatsApp message that was due a fallback: its state' })
+})
+export type FallbackFieldsBody = Static<typeof FallbackFields>
 
 export const MessageSidParams = Type.Object({
   sid: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' })
