@@ -14,8 +14,9 @@ import { openDatabase, type DatabaseHandle } from '../src/db/connect.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
 import { createJobQueue, enqueueFallback, FALLBACK_QUEUE, jobQueueConnectionOf, type FallbackJobData } from '../src/fallback/queue.ts'
 import { startFakeTwilio } from './fakes/fake-twilio.ts'
-import { apiGet, postCallback } from './helpers/app.ts'
+import { apiGet, postCallback, testEnv } from './helpers/app.ts'
 import { createTestDatabase } from './helpers/database.ts'
+import { startServer } from './helpers/process.ts'
 import { fallbackEnv, messageRow, randomNumber, SMS_FROM, storeWhatsAppMessage, waitFor, waitForFallback, whatsappCallback } from './helpers/fallback.ts'
 
 async function pgliteDatabase (t: Test): Promise<DatabaseHandle> {
@@ -104,4 +105,17 @@ t.test('POST /webhooks/twilio/status on the embedded PGlite default: a 63049 Wha
   t.equal(fake.sent().length, 1)
   t.equal((await messageRow(handle.db, fallback.fallback_sid ?? ''))?.fallback_of, sid)
   t.match((await apiGet(app, `/v1/messages/${sid}`)).json(), { fallback: { state: 'sent', sid: fallback.fallback_sid, status: 'queued' } })
+})
+
+t.test('node src/server.ts on PGlite: the job queue starts with the server, stops on SIGTERM, and starts again on the same data', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'tidings-pglite-server-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const env = { ...testEnv({ LOG_LEVEL: 'info' }), DATA_DIR: dir }
+  for (const run of ['first', 'second']) {
+    const server = await startServer(env)
+    const res = await fetch(`${server.address}/health`)
+    t.equal(res.status, 200, `${run} start answers /health`)
+    t.equal(await server.stop(), 0, `${run} run exits 0 on SIGTERM`)
+    t.notOk(server.logs.some((l) => typeof l.level === 'number' && l.level >= 50), `${run} run logged no error`)
+  }
 })
