@@ -1,8 +1,10 @@
 /**
  * `npm run demo`: starts Tidings on the embedded PGlite default (in a fresh temporary folder),
- * replays a realistic stream of Twilio status callbacks built from Twilio's documented parameter
- * sets and signed with the twilio library, then prints every message's final status and timeline
- * as read back through the REST API. Exits 0 when every message ends as expected.
+ * with a FAKE Twilio REST API on loopback beside it (Twilio is unreachable from here), replays a
+ * realistic stream of Twilio status callbacks built from Twilio's documented parameter sets and
+ * signed with the twilio library, shows the 63049 WhatsApp failure get its SMS fallback through the
+ * fake, replays a Resend stream signed with svix, then prints every message's final status and
+ * timeline as read back through the REST API. Exits 0 when every message ends as expected.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -13,6 +15,8 @@ import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config/config.ts'
 import { openDatabase } from '../src/db/connect.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
+import { jobQueueConnectionOf } from '../src/fallback/queue.ts'
+import { startFakeTwilio } from '../test/fakes/fake-twilio.ts'
 import { replayResendStream } from './demo-resend.ts'
 
 const ACCOUNT_SID = 'AC' + 'd'.repeat(32)
@@ -79,8 +83,16 @@ const stream: Step[] = [
   { label: 'SMS sent (late)', params: callback(smsOutOfOrder, 'sent') }
 ]
 
+const SMS_FALLBACK_FROM = '+14155550199'
+const fake = await startFakeTwilio()
+// Sent by another system: Tidings never saw its text, so the fallback worker fetches it from "Twilio".
+fake.seed({ sid: waMarketingBlocked, account_sid: ACCOUNT_SID, to: 'whatsapp:+15551234567', from: 'whatsapp:+14155238886', body: 'Spring sale: 20% off all tables this weekend. Reply STOP to opt out.' })
+
 const dataDir = mkdtempSync(path.join(tmpdir(), 'tidings-demo-'))
 const config = loadConfig({
+  TWILIO_API_BASE_URL: fake.url,
+  FALLBACK_SMS_FROM: SMS_FALLBACK_FROM,
+  FALLBACK_POLL_INTERVAL_SECONDS: '1',
   LOG_LEVEL: 'warn',
   DATA_DIR: dataDir,
   PUBLIC_BASE_URL,
@@ -93,9 +105,10 @@ const database = await openDatabase({ databaseUrl: undefined, dataDir })
 let failures = 0
 try {
   await migrateToLatest(database.db)
-  const app = await buildApp(config, { db: database.db })
+  const app = await buildApp(config, { db: database.db, jobQueue: jobQueueConnectionOf(database) })
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
-  console.log(`Tidings is running on embedded PGlite (${dataDir}) at ${address}\n`)
+  console.log(`Tidings is running on embedded PGlite (${dataDir}) at ${address}`)
+  console.log(`A FAKE Twilio REST API (a stand-in, not Twilio) listens at ${fake.url}; Tidings sends SMS fallbacks to it\n`)
   console.log('Replaying Twilio status callbacks, each signed like Twilio signs them:')
   for (const step of stream) {
     const res = await fetch(address + STATUS_PATH, {
@@ -110,8 +123,34 @@ try {
     console.log(`  ${step.params.MessageSid.slice(0, 10)}…  ${step.label.padEnd(34)} → ${res.status} ${body.outcome ?? body.code}`)
   }
 
-  console.log('\nWhat the REST API answers:')
   const auth = { authorization: `Bearer ${API_KEY}` }
+  const post = async (params: Record<string, string>): Promise<number> => (await fetch(address + STATUS_PATH, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilio.getExpectedTwilioSignature(AUTH_TOKEN, PUBLIC_BASE_URL + STATUS_PATH, params) },
+    body: new URLSearchParams(params).toString()
+  })).status
+
+  console.log('\nThe WhatsApp 63049 failure calls for an SMS fallback (FALLBACK_SMS_FROM is set):')
+  interface FallbackView { state: string, sid: string | null, reason: string | null }
+  let fallback = null as FallbackView | null
+  for (let i = 0; i < 80 && fallback?.state !== 'sent'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    fallback = (await (await fetch(`${address}/v1/messages/${waMarketingBlocked}`, { headers: auth })).json() as { fallback: FallbackView | null }).fallback
+  }
+  const smsSid = fallback?.sid ?? null
+  const sentToFake = fake.sent()
+  console.log(`  fallback state: ${fallback?.state ?? 'none'}; the FAKE Twilio API received ${sentToFake.length} SMS:`)
+  for (const m of sentToFake) console.log(`    ${m.sid} from ${m.from} to ${m.to}: "${m.body}" (StatusCallback ${m.status_callback})`)
+  if (smsSid === null || sentToFake.length !== 1) {
+    failures++
+    console.log('  ✘ expected exactly one SMS fallback')
+  } else {
+    expected[smsSid] = { name: 'SMS fallback of the 63049 WhatsApp message', status: 'delivered' }
+    const sms = { MessageSid: smsSid, SmsSid: smsSid, AccountSid: ACCOUNT_SID, From: SMS_FALLBACK_FROM, To: '+15551234567', ApiVersion: '2010-04-01' }
+    console.log(`  the fallback's own callbacks: sent → ${await post({ ...sms, MessageStatus: 'sent', SmsStatus: 'sent' })}, delivered → ${await post({ ...sms, MessageStatus: 'delivered', SmsStatus: 'delivered', RawDlrDoneDate: '2611240931' })}`)
+  }
+
+  console.log('\nWhat the REST API answers:')
   for (const [messageSid, want] of Object.entries(expected)) {
     const message = await (await fetch(`${address}/v1/messages/${messageSid}`, { headers: auth })).json() as Record<string, string | null>
     const events = await (await fetch(`${address}/v1/messages/${messageSid}/events`, { headers: auth })).json() as { data: Array<Record<string, string | null>> }
@@ -121,6 +160,9 @@ try {
     console.log(`    ${messageSid}  ${message.channel}  ${message.from} → ${message.to}`)
     console.log(`    status: ${message.status}${message.error_code === null ? '' : `  error: ${message.error_code}${message.error_message === null ? '' : ` (${message.error_message})`}`}`)
     console.log(`    timeline: ${events.data.map((e) => `${e.status}${e.carrier_at === null ? '' : ` [carrier ${e.carrier_at}]`}`).join(' → ')}`)
+    const link = message as unknown as { fallback: { state: string, sid: string | null, status: string | null } | null, fallback_of: string | null }
+    if (link.fallback !== null) console.log(`    fallback: ${link.fallback.state}, SMS ${link.fallback.sid ?? '-'} is ${link.fallback.status ?? '-'}`)
+    if (link.fallback_of !== null) console.log(`    fallback of: ${link.fallback_of}`)
   }
 
   console.log('\nReplaying Resend email events, each signed the Svix way:')
@@ -134,6 +176,7 @@ try {
   await app.close()
 } finally {
   await database.close()
+  await fake.close()
   rmSync(dataDir, { recursive: true, force: true })
 }
 console.log(failures === 0 ? '\nEvery message ended in the right status.' : `\n${failures} message(s) ended in the wrong status.`)

@@ -13,6 +13,8 @@ import type { DatabaseHandle } from './db/connect.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailableError } from './db/errors.ts'
 import { AppError, databaseUnavailable } from './errors.ts'
+import type { JobQueueConnection } from './fallback/queue.ts'
+import { createFallbackService } from './fallback/service.ts'
 import { loggerOptions } from './logger.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
@@ -32,6 +34,11 @@ import pkg from '../package.json' with { type: 'json' }
 /** What the app needs from outside: the database, and optionally a metrics registry to share. */
 export interface AppDeps {
   db: Kysely<Database>
+  /**
+   * Where the job queue lives (`jobQueueConnectionOf(handle)`). When given, the WhatsApp → SMS
+   * fallback runs: its workers start when the app is ready and stop when it closes.
+   */
+  jobQueue?: JobQueueConnection
   metrics?: Metrics
   /** Where logs go (default stdout); tests pass a stream to inspect them. */
   logStream?: DestinationStream
@@ -107,6 +114,12 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     code: 'not_found', message: `Route ${request.method} ${request.url.split('?')[0]} not found`
   }))
 
+  // WhatsApp → SMS fallback (docs/fallback.md): its recording hook goes to the webhook route below.
+  const fallback = deps.jobQueue === undefined ? undefined : createFallbackService(config, deps.db, deps.jobQueue, app.log)
+  if (fallback !== undefined) {
+    app.addHook('onReady', fallback.start)
+    app.addHook('onClose', fallback.stop)
+  }
   app.decorate('metrics', metrics)
   // The route table, for the contract test and operators: method and URL of every route.
   const routeList: Array<{ method: string, url: string }> = []
@@ -154,7 +167,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   if (config.resendWebhookSecrets.length > 0) {
     await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })
   }
-  await app.register(twilioStatusRoutes, { config, db: deps.db, metrics })
+  await app.register(twilioStatusRoutes, { config, db: deps.db, metrics, hooks: fallback?.hooks })
   const listen = deps.listen
   const hub = new EventHub({
     db: deps.db,

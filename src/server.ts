@@ -8,6 +8,7 @@ import { buildApp } from './app.ts'
 import { ConfigError, loadConfig } from './config/config.ts'
 import { openDatabase } from './db/connect.ts'
 import { migrateToLatest } from './db/migrate.ts'
+import { jobQueueConnectionOf } from './fallback/queue.ts'
 
 /** How long shutdown may take before the process exits anyway, in ms. */
 const SHUTDOWN_DELAY_MS = 10_000
@@ -29,7 +30,7 @@ async function main (): Promise<void> {
     poolMax: config.databasePoolMax,
     statementTimeoutMs: config.databaseStatementTimeoutMs
   })
-  const app = await buildApp(config, { db: database.db, listen: database.listen, poolStats: database.poolStats })
+  const app = await buildApp(config, { db: database.db, listen: database.listen, poolStats: database.poolStats, jobQueue: jobQueueConnectionOf(database) })
   if (database.kind === 'pglite') {
     app.log.warn({ dataDir: config.dataDir }, 'DATABASE_URL is not set: using the embedded PGlite database (one process only; use PostgreSQL in production)')
   }

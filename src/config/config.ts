@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { getHeapStatistics } from 'node:v8'
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
+import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -19,6 +20,18 @@ export const EnvSchema = Type.Object({
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
   DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
   MIGRATE_ON_START: Type.Boolean({ default: true }),
+  // --- Twilio REST client and WhatsApp → SMS fallback (docs/fallback.md) ---
+  TWILIO_API_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+/?$' })),
+  TWILIO_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 10_000 }),
+  FALLBACK_ERROR_CODES: Type.String({ default: '63049,63016,63024,63003,63032' }),
+  FALLBACK_SMS_FROM: Type.Optional(Type.String({ pattern: '^\\+[1-9][0-9]{6,14}$' })),
+  FALLBACK_MESSAGING_SERVICE_SID: Type.Optional(Type.String({ pattern: '^MG[0-9a-fA-F]{32}$' })),
+  FALLBACK_SMS_FROM_MAP: Type.Optional(Type.String()),
+  FALLBACK_MAX_PER_RECIPIENT_PER_DAY: Type.Integer({ minimum: 0, default: 3 }),
+  FALLBACK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 5 }),
+  FALLBACK_RETRY_DELAY_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 5 }),
+  FALLBACK_POLL_INTERVAL_SECONDS: Type.Number({ minimum: 0.5, maximum: 300, default: 2 }),
+  FALLBACK_RECOVERY_INTERVAL_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 60 }),
   PUBLIC_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+(/[^?#]*)?$' })),
   TWILIO_ACCOUNT_SID: Type.Optional(Type.String({ pattern: '^AC[0-9a-fA-F]{32}$' })),
   TWILIO_AUTH_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
@@ -63,6 +76,15 @@ export interface Config {
    * trailing slash, e.g. `https://hooks.example.com`.
    */
   publicBaseUrl: string
+  /**
+   * Where the Twilio REST client sends requests instead of `https://api.twilio.com`
+   * (`TWILIO_API_BASE_URL`, for tests and the demo's fake Twilio only), without a trailing slash.
+   */
+  twilioApiBaseUrl: string | undefined
+  /** Timeout of one Twilio REST request, in ms. */
+  twilioRequestTimeoutMs: number
+  /** WhatsApp → SMS fallback (`FALLBACK_*`). */
+  fallback: FallbackConfig
   /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
   twilioAuthTokens: Map<string, string[]>
   /**
@@ -194,6 +216,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     parseApiKeys(env.API_KEYS, problems)
     throw new ConfigError([...new Set(problems)])
   }
+  const fallback = parseFallbackConfig(parsed, problems)
   const twilioAuthTokens = parseTwilioTokens(parsed, problems)
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
   const resendWebhookSecrets = parseResendSecrets(parsed, problems)
@@ -206,6 +229,9 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     dataDir: parsed.DATA_DIR,
     databasePoolMax: parsed.DATABASE_POOL_MAX,
     databaseStatementTimeoutMs: parsed.DATABASE_STATEMENT_TIMEOUT_MS,
+    twilioApiBaseUrl: parsed.TWILIO_API_BASE_URL?.replace(/\/+$/, ''),
+    twilioRequestTimeoutMs: parsed.TWILIO_REQUEST_TIMEOUT_MS,
+    fallback,
     migrateOnStart: parsed.MIGRATE_ON_START,
     resendWebhookSecrets,
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),

@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs'
+import type { PGlite } from '@electric-sql/pglite'
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Database } from './database.ts'
@@ -21,6 +22,10 @@ export interface DatabaseOptions {
 /** An open database: the Kysely handle plus what it runs on. */
 export interface DatabaseHandle {
   db: Kysely<Database>
+  /** The PostgreSQL URL (`postgres`), for components that open their own pool (the job queue). */
+  url: string | undefined
+  /** The embedded instance (`pglite`), for components that must share its single connection. */
+  pglite: PGlite | undefined
   kind: 'postgres' | 'pglite'
   /** Closes the pool (or PGlite). Idempotent. */
   close: () => Promise<void>
@@ -99,6 +104,8 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
     let closed = false
     return {
       db,
+      url: opts.databaseUrl,
+      pglite: undefined,
       kind: 'postgres',
       listen: postgresListener(opts.databaseUrl),
       poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
@@ -116,6 +123,8 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
   let closed = false
   return {
     db,
+    url: undefined,
+    pglite,
     kind: 'pglite',
     listen: async (channel, onNotify) => {
       const unsubscribe = await pglite.listen(channel, () => onNotify())

@@ -1,4 +1,5 @@
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+import type { FallbackReason, FallbackState } from '../domain/fallback-policy.ts'
 
 /** Timestamps are written as `Date` and read back as `Date` (timestamptz). */
 type Timestamp = ColumnType<Date, Date | string, Date | string>
@@ -25,6 +26,12 @@ export interface MessagesTable {
   from_address: string | null
   /** Recipient; E.164 for phone channels, the `whatsapp:` prefix removed. */
   to_address: string | null
+  /** Whether a failed WhatsApp message may get an SMS fallback (default on). */
+  fallback: Generated<boolean>
+  /** On a fallback SMS: the WhatsApp message it replaced. */
+  fallback_of: string | null
+  /** On a WhatsApp message: the SMS sent in its place. */
+  fallback_sid: string | null
   /** Current status: the highest-ranked status received (see `src/domain/status-precedence.ts`). */
   status: string | null
   /** Rank of `status`; 0 while no ranked status has been received. */
@@ -97,8 +104,40 @@ export interface EmailEngagementsTable {
   raw: ColumnType<Record<string, unknown>, string, string>
 }
 
+/** One row per WhatsApp message that was due a fallback (UNIQUE `original_sid`); see docs/fallback.md. */
+export interface FallbacksTable {
+  /** bigint identity; read back as a decimal string. */
+  id: ColumnType<string, never, never>
+  original_sid: string
+  state: FallbackState
+  /** Why it was skipped or failed (`FallbackReason`). */
+  reason: FallbackReason | null
+  /** The WhatsApp `ErrorCode` that called for the fallback. */
+  trigger_error_code: string | null
+  /** SMS recipient, E.164. */
+  to_address: string | null
+  /** Sender: a number, or a Messaging Service. */
+  sms_from: string | null
+  messaging_service_sid: string | null
+  /** SID of the SMS, once Twilio accepted it. */
+  fallback_sid: string | null
+  /** Twilio error code of the last failed attempt (e.g. 21610), or the HTTP status/network code. */
+  error_code: string | null
+  error_message: string | null
+  attempts: Generated<number>
+  /** Start of the earliest attempt whose outcome is unknown; set means "look before re-sending". */
+  attempt_started_at: Timestamp | null
+  /** A worker holds the fallback until then. */
+  lease_until: Timestamp | null
+  job_id: string | null
+  created_at: DefaultTimestamp
+  updated_at: DefaultTimestamp
+}
+export type FallbackRow = Selectable<FallbacksTable>
+
 export interface Database {
   messages: MessagesTable
+  fallbacks: FallbacksTable
   message_events: MessageEventsTable
   email_engagements: EmailEngagementsTable
 }

@@ -7,6 +7,9 @@
  * event into the message's current status with `applyEvent`. The message row is locked by the
  * upsert, so concurrent deliveries of the same message serialise; the UNIQUE constraint makes a
  * duplicate a no-op. Callers acknowledge only after this resolves (the transaction committed).
+ *
+ * Features that must act atomically with recording (the WhatsApp → SMS fallback) plug in through
+ * `RecordHooks.onRecorded` instead of being written into this file.
  */
 import { sql, type Kysely, type Transaction } from 'kysely'
 import type { Channel, Database, EventSource, MessageRow, Provider } from '../db/database.ts'
@@ -71,6 +74,26 @@ export interface RecordOutcome {
   statusChanged: boolean
 }
 
+/** A new event as applied to its message: what `RecordHooks.onRecorded` receives. */
+export interface RecordedEvent {
+  event: IncomingEvent
+  /** The message row before this event, locked for the rest of the transaction. */
+  message: MessageRow
+  /** The message's status state before and after this event (`applyEvent`). */
+  before: MessageState
+  after: MessageState
+}
+
+/** Extension point for features that must commit, or roll back, together with an event. */
+export interface RecordHooks {
+  /**
+   * Called inside the recording transaction after each *new* event was applied (never for a
+   * duplicate), in the order events are applied. What it writes commits with the event; throwing
+   * rolls back the whole batch, so the caller answers 503 and nothing is acknowledged.
+   */
+  onRecorded?: (trx: Transaction<Database>, recorded: RecordedEvent) => Promise<void>
+}
+
 type Executor = Kysely<Database> | Transaction<Database>
 
 function stateOf (row: MessageRow): MessageState {
@@ -128,7 +151,7 @@ export async function upsertMessage (trx: Executor, e: MessageIdentity): Promise
     .executeTakeFirstOrThrow()
 }
 
-async function recordOne (trx: Executor, e: IncomingEvent): Promise<RecordOutcome> {
+async function recordOne (trx: Transaction<Database>, e: IncomingEvent, hooks: RecordHooks): Promise<RecordOutcome> {
   const message = await upsertMessage(trx, e)
   const inserted = await trx.insertInto('message_events')
     .values({
@@ -177,6 +200,7 @@ async function recordOne (trx: Executor, e: IncomingEvent): Promise<RecordOutcom
     })
     .where('sid', '=', e.sid)
     .execute()
+  if (hooks.onRecorded !== undefined) await hooks.onRecorded(trx, { event: e, message, before, after })
   return {
     sid: e.sid,
     status: e.status,
@@ -190,16 +214,17 @@ async function recordOne (trx: Executor, e: IncomingEvent): Promise<RecordOutcom
 /**
  * Records a list of events in one transaction and returns one outcome per event, in input order.
  * Events are applied in `(sid, status)` order so that concurrent batches lock rows in the same order.
- * @throws the database's error; nothing is committed then, and the caller must not acknowledge.
+ * @param hooks - optional extension point, see `RecordHooks`.
+ * @throws the database's error (or a hook's); nothing is committed then, and the caller must not acknowledge.
  */
-export async function recordEvents (db: Kysely<Database>, events: readonly IncomingEvent[]): Promise<RecordOutcome[]> {
+export async function recordEvents (db: Kysely<Database>, events: readonly IncomingEvent[], hooks: RecordHooks = {}): Promise<RecordOutcome[]> {
   if (events.length === 0) return []
   const order = events
     .map((e, i) => ({ e, i }))
     .sort((a, b) => a.e.sid === b.e.sid ? (a.e.status < b.e.status ? -1 : a.e.status > b.e.status ? 1 : 0) : a.e.sid < b.e.sid ? -1 : 1)
   return await db.transaction().execute(async (trx) => {
     const outcomes: RecordOutcome[] = new Array(events.length)
-    for (const { e, i } of order) outcomes[i] = await recordOne(trx, e)
+    for (const { e, i } of order) outcomes[i] = await recordOne(trx, e, hooks)
     return outcomes
   })
 }

@@ -4,6 +4,7 @@
  * in `engagement` next to the status timeline in `/events` (see `./engagement.ts`).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { FallbackFields, fallbackFieldsOf } from '../fallback/api.ts'
 import { Type } from '@sinclair/typebox'
 import { EngagementList, listEngagementOf } from './engagement.ts'
 import type { Kysely } from 'kysely'
@@ -121,9 +122,12 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     schema: {
       summary: 'A message with its current status',
       params: MessageSidParams,
-      response: { 200: Message, ...errors }
+      response: { 200: Type.Composite([Message, FallbackFields]), ...errors }
     }
-  }, async (request) => toMessageBody(await findMessage(db, request.params.sid)))
+  }, async (request) => {
+    const row = await findMessage(db, request.params.sid)
+    return { ...toMessageBody(row), ...await fallbackFieldsOf(db, row) }
+  })
 
   app.get('/messages/:sid/events', {
     schema: {

@@ -63,6 +63,27 @@ export const MessageEvent = Type.Object({
   svix_id: Nullable(Type.String({ description: 'Resend delivery id (svix-id)' }))
 })
 export type MessageEventBody = Static<typeof MessageEvent>
+/** A WhatsApp message's SMS fallback (docs/fallback.md). */
+export const Fallback = Type.Object({
+  state: Type.String({ description: 'pending, sending, sent, failed or skipped' }),
+  reason: Nullable(Type.String({ description: 'Why skipped or failed: opted_out, no_sender, no_recipient, recipient_limit, no_body, twilio_error, retries_exhausted' })),
+  sid: Nullable(Type.String({ description: 'SID of the fallback SMS once Twilio accepted it' })),
+  status: Nullable(Type.String({ description: 'Current status of the fallback SMS' })),
+  trigger_error_code: Nullable(Type.String({ description: 'The WhatsApp ErrorCode that called for the fallback' })),
+  error_code: Nullable(Type.String({ description: 'Twilio error of the last failed attempt (e.g. 21610)' })),
+  error_message: Nullable(Type.String()),
+  attempts: Type.Integer(),
+  created_at: DateTime,
+  updated_at: DateTime
+})
+export type FallbackBody = Static<typeof Fallback>
+/** What `GET /v1/messages/:sid` adds to a message: its fallback links. */
+export const FallbackFields = Type.Object({
+  fallback_enabled: Type.Boolean({ description: 'Whether a failed WhatsApp message may get an SMS fallback' }),
+  fallback_of: Nullable(Type.String({ description: 'On a fallback SMS: the WhatsApp message it replaced' })),
+  fallback: Type.Union([Fallback, Type.Null()], { description: 'On a WhatsApp message that was due a fallback: its state' })
+})
+export type FallbackFieldsBody = Static<typeof FallbackFields>
 
 /** One open or click of an email. */
 export const EngagementEntry = Type.Object({

@@ -14,7 +14,7 @@ import type { Database } from '../db/database.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { twilioCallbackToEvent } from '../domain/twilio-callback.ts'
 import { AppError, databaseUnavailable } from '../errors.ts'
-import { recordEvents } from '../ingest/record-events.ts'
+import { recordEvents, type RecordHooks } from '../ingest/record-events.ts'
 import type { Metrics } from '../metrics.ts'
 import { publicUrlOf, verifyTwilioSignature } from '../providers/twilio-signature.ts'
 
@@ -22,6 +22,8 @@ export interface TwilioStatusOptions {
   config: Pick<Config, 'publicBaseUrl' | 'twilioAuthTokens'>
   db: Kysely<Database>
   metrics: Metrics
+  /** Run inside each recording transaction (the SMS fallback); see `RecordHooks`. */
+  hooks?: RecordHooks
 }
 
 /** Body limit for Twilio callbacks, in bytes (64 KiB). */
@@ -66,7 +68,7 @@ export async function twilioStatusRoutes (app: FastifyInstance, opts: TwilioStat
 
     let outcome
     try {
-      [outcome] = await recordEvents(opts.db, [event])
+      [outcome] = await recordEvents(opts.db, [event], opts.hooks)
     } catch (err) {
       opts.metrics.webhooks.inc({ provider: 'twilio', outcome: 'unavailable' })
       request.log.error({ err, sid: event.sid }, 'could not record Twilio callback')

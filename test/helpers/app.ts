@@ -38,25 +38,35 @@ export function testEnv (overrides: Record<string, string | undefined> = {}): Re
 
 interface TapLike { teardown: (fn: () => unknown) => void }
 
-/** The app on a fresh migrated PostgreSQL database; closed at teardown. */
-export async function buildTestApp (t: TapLike, env: Record<string, string | undefined> = {}): Promise<{ app: FastifyInstance, db: Kysely<Database>, config: Config, url: string }> {
-  // Registered first so it runs last (teardowns run last-in first-out), after the pool is closed.
+/**
+ * Checks every JSON response of an app against openapi.yaml and fails the test at teardown if one
+ * does not match. Call it before creating the database: its teardown then runs last (teardowns
+ * run last-in first-out), after the pool is closed, so a failure cannot leave anything open.
+ */
+export function contractChecker (t: TapLike): (app: FastifyInstance) => void {
   const violations: string[] = []
   t.teardown(() => {
     if (violations.length > 0) throw new Error(`responses outside the contract:\n${[...new Set(violations)].join('\n')}`)
   })
+  return (app) => {
+    app.addHook('onSend', async (request, reply, payload) => {
+      const url = request.routeOptions.url
+      if (url !== undefined && typeof payload === 'string') {
+        const problem = checkResponse(request.method, url, reply.statusCode, reply.getHeader('content-type') as string | undefined, payload)
+        if (problem !== undefined) violations.push(problem)
+      }
+      return payload
+    })
+  }
+}
+
+/** The app on a fresh migrated PostgreSQL database; closed at teardown. */
+export async function buildTestApp (t: TapLike, env: Record<string, string | undefined> = {}): Promise<{ app: FastifyInstance, db: Kysely<Database>, config: Config, url: string }> {
+  const checkContract = contractChecker(t)
   const { db, url, handle } = await createTestDatabase(t)
   const config = loadConfig(testEnv(env))
   const app = await buildApp(config, { db, listen: handle.listen, poolStats: handle.poolStats })
-  // Every JSON response of every test is checked against openapi.yaml.
-  app.addHook('onSend', async (request, reply, payload) => {
-    const url = request.routeOptions.url
-    if (url !== undefined && typeof payload === 'string') {
-      const problem = checkResponse(request.method, url, reply.statusCode, reply.getHeader('content-type') as string | undefined, payload)
-      if (problem !== undefined) violations.push(problem)
-    }
-    return payload
-  })
+  checkContract(app)
   t.teardown(async () => { await app.close() })
   return { app, db, config, url }
 }

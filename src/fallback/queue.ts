@@ -1,0 +1,62 @@
+/**
+ * The durable job queue behind the SMS fallback: pg-boss (pinned in package.json) in Tidings' own
+ * database, on PostgreSQL and on the embedded PGlite default alike.
+ *
+ * - PostgreSQL: pg-boss opens its own small pool from the URL.
+ * - PGlite: pg-boss shares the single embedded connection through pg-boss's `fromPglite` adapter,
+ *   a custom `db.executeSql`: parameterless (multi-statement) SQL goes through PGlite's `exec`,
+ *   and the rows of *every* statement come back, which pg-boss needs (a naive adapter that returns
+ *   only the last statement's rows makes pg-boss log "bam claim returned no lock row"; see
+ *   test/fallback-queue.test.ts). PGlite serialises `query`, `exec` and Kysely's transactions
+ *   behind one lock, so pg-boss never runs inside somebody else's transaction.
+ * Jobs are enqueued inside the Kysely transaction that records the failure (`fromKysely(trx)`),
+ * so a job exists exactly when its `fallbacks` row does.
+ */
+import type { PGlite } from '@electric-sql/pglite'
+import type { Transaction } from 'kysely'
+import { PgBoss, fromKysely, fromPglite } from 'pg-boss'
+import type { Database } from '../db/database.ts'
+
+/** Queue of fallback sends; job data is `FallbackJobData`. */
+export const FALLBACK_QUEUE = 'sms-fallback'
+/** Where pg-boss moves a fallback job whose attempts are exhausted. */
+export const FALLBACK_DEAD_LETTER_QUEUE = 'sms-fallback-dead'
+
+export interface FallbackJobData {
+  /** `fallbacks.id` */
+  fallbackId: string
+}
+
+/** Where pg-boss keeps its tables: PostgreSQL (own pool) or the embedded PGlite instance. */
+export type JobQueueConnection = { connectionString: string } | { pglite: PGlite }
+
+/** The job-queue connection for an open database (`openDatabase`'s handle). */
+export function jobQueueConnectionOf (handle: { url: string | undefined, pglite: PGlite | undefined }): JobQueueConnection {
+  if (handle.pglite !== undefined) return { pglite: handle.pglite }
+  if (handle.url !== undefined) return { connectionString: handle.url }
+  throw new Error('the database handle has neither a URL nor a PGlite instance')
+}
+
+/**
+ * A pg-boss instance, not yet started. Its schema (`pgboss`) is created or migrated by `start()`.
+ * @param opts.recoveryIntervalSeconds - how often supervision retries jobs whose worker died
+ *   (expired), and does its other maintenance; pg-boss's default is 60.
+ */
+export function createJobQueue (connection: JobQueueConnection, opts: { recoveryIntervalSeconds?: number } = {}): PgBoss {
+  const common = {
+    application_name: 'tidings-jobs',
+    // Tidings schedules nothing with cron; supervision (expired jobs, retention) stays on.
+    schedule: false,
+    superviseIntervalSeconds: opts.recoveryIntervalSeconds ?? 60,
+    monitorIntervalSeconds: opts.recoveryIntervalSeconds ?? 60
+  }
+  if ('pglite' in connection) {
+    return new PgBoss({ ...common, db: fromPglite(connection.pglite), backend: 'pglite' })
+  }
+  return new PgBoss({ ...common, connectionString: connection.connectionString, max: 4 })
+}
+
+/** Enqueues a fallback send inside `trx`: it commits or rolls back with the transaction. */
+export async function enqueueFallback (boss: PgBoss, trx: Transaction<Database>, data: FallbackJobData): Promise<string | null> {
+  return await boss.send(FALLBACK_QUEUE, { ...data }, { db: fromKysely(trx) })
+}

@@ -1,0 +1,202 @@
+/**
+ * One attempt at sending a fallback SMS; pg-boss calls `runFallbackAttempt` for each job and
+ * retries it (exponential backoff, `FALLBACK_MAX_ATTEMPTS`) when it throws.
+ *
+ * Exactly once, even across crashes: the attempt first claims the `fallbacks` row (a lease, so two
+ * workers never send the same fallback at once) and marks when it started. If an earlier attempt
+ * may have reached Twilio without Tidings recording the result (worker killed, timeout, dropped
+ * connection, 5xx), there is no idempotency key on message creation to lean on
+ * (https://www.twilio.com/docs/messaging/api/message-resource), so the attempt first lists the
+ * messages to that number from that sender since then (`client.messages.list`) and adopts a
+ * match instead of sending again.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import type { Kysely } from 'kysely'
+import type { Database, FallbackRow } from '../db/database.ts'
+import { detectTwilioChannel, maskAddress, normalizeAddress } from '../domain/channel.ts'
+import type { SmsSender } from '../domain/fallback-policy.ts'
+import { recordEvents, type IncomingEvent } from '../ingest/record-events.ts'
+import { classifyTwilioError, type TwilioClient, type TwilioClientFor, type TwilioFailure } from '../providers/twilio-rest.ts'
+import { claimFallback, finishFallback, isKnownFallbackSid, linkSentFallback, releaseForRetry } from './repository.ts'
+
+/** How far back a lookup reaches before the attempt began: clocks differ, and `DateSent` is coarse. */
+const LOOKUP_MARGIN_MS = 5 * 60_000
+
+export interface FallbackWorkerDeps {
+  db: Kysely<Database>
+  twilio: TwilioClientFor
+  /** `PUBLIC_BASE_URL` + `/webhooks/twilio/status`, so the SMS's own callbacks come back. */
+  statusCallbackUrl: string
+  /** How long one attempt may hold a fallback; longer than its Twilio requests can take. */
+  leaseMs: number
+  log: FastifyBaseLogger
+}
+
+/** A failed attempt that the queue should retry. */
+export class FallbackRetryError extends Error {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'FallbackRetryError'
+  }
+}
+
+/** The parts of a twilio-node `MessageInstance` Tidings reads. */
+interface TwilioMessage {
+  sid: string
+  status: string
+  accountSid: string
+  messagingServiceSid: string | null
+  from: string | null
+  to: string
+  body: string | null
+  errorCode: number | null
+  errorMessage: string | null
+  dateCreated: Date | null
+  dateSent: Date | null
+}
+
+/** The status Twilio reported when creating (or listing) the SMS, as an event: no callback carries it. */
+function eventOf (m: TwilioMessage, source: 'api' | 'reconcile'): IncomingEvent {
+  return {
+    provider: 'twilio',
+    sid: m.sid,
+    status: m.status,
+    channel: detectTwilioChannel({ sid: m.sid, from: m.from ?? undefined, to: m.to }),
+    accountSid: m.accountSid,
+    messagingServiceSid: m.messagingServiceSid,
+    from: normalizeAddress(m.from ?? undefined),
+    to: normalizeAddress(m.to),
+    errorCode: m.errorCode === null ? null : String(m.errorCode),
+    errorMessage: m.errorMessage,
+    raw: {
+      MessageSid: m.sid,
+      MessageStatus: m.status,
+      AccountSid: m.accountSid,
+      MessagingServiceSid: m.messagingServiceSid,
+      From: m.from,
+      To: m.to,
+      DateCreated: m.dateCreated?.toISOString() ?? null,
+      Source: source === 'api' ? 'create response' : 'messages list'
+    },
+    receivedAt: new Date(),
+    carrierAt: null,
+    source
+  }
+}
+
+function senderOf (f: FallbackRow): SmsSender {
+  if (f.sms_from !== null) return { from: f.sms_from }
+  if (f.messaging_service_sid !== null) return { messagingServiceSid: f.messaging_service_sid }
+  throw new Error(`fallback ${f.id} has no sender`)
+}
+
+/** The original's text from Twilio, or `null` when Twilio has none (or no such message). */
+async function fetchBody (client: TwilioClient, sid: string): Promise<string | null> {
+  try {
+    const m = await client.messages(sid).fetch()
+    return m.body ?? null
+  } catch (err) {
+    const failure = classifyTwilioError(err)
+    if (failure?.kind === 'rejected' && (failure.code === '20404' || failure.code === 'http_404')) return null
+    throw err
+  }
+}
+
+/** An SMS this fallback already sent in an attempt whose outcome Tidings did not record. */
+async function findAccepted (
+  deps: FallbackWorkerDeps, client: TwilioClient, f: FallbackRow, to: string, sender: SmsSender, text: string
+): Promise<TwilioMessage | undefined> {
+  const since = new Date((f.attempt_started_at ?? new Date()).getTime() - LOOKUP_MARGIN_MS)
+  const listed = await client.messages.list({
+    to,
+    ...('from' in sender ? { from: sender.from } : {}),
+    dateSentAfter: since,
+    limit: 100
+  })
+  const matches = listed
+    .filter((m) => m.to === to && m.body === text)
+    .filter((m) => 'from' in sender ? m.from === sender.from : m.messagingServiceSid === sender.messagingServiceSid)
+    .filter((m) => m.dateCreated === null || m.dateCreated.getTime() >= since.getTime())
+    .sort((a, b) => (a.dateCreated?.getTime() ?? 0) - (b.dateCreated?.getTime() ?? 0))
+  for (const m of matches) {
+    if (!await isKnownFallbackSid(deps.db, m.sid)) return m
+  }
+  return undefined
+}
+
+async function recordSent (deps: FallbackWorkerDeps, f: FallbackRow, m: TwilioMessage, text: string, source: 'api' | 'reconcile'): Promise<void> {
+  // The SMS row first (its initial status), then the links; a crash in between is healed by the
+  // next attempt, which finds this SMS at Twilio and adopts it.
+  await recordEvents(deps.db, [eventOf(m, source)])
+  await linkSentFallback(deps.db, f, m.sid, text)
+}
+
+/**
+ * Runs one attempt for fallback `fallbackId`.
+ * Resolves when the fallback is done (sent, failed for good, skipped, or already finished).
+ * @throws {FallbackRetryError} after a retryable failure (429, 5xx, timeout, network), or when
+ *   another worker holds the fallback; the queue retries with backoff.
+ */
+export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: string): Promise<void> {
+  const claim = await claimFallback(deps.db, fallbackId, deps.leaseMs)
+  if (claim.kind === 'final') return
+  if (claim.kind === 'busy') throw new FallbackRetryError(`fallback ${fallbackId} is being sent by another worker`)
+  const { fallback, original, ambiguous } = claim
+  const log = deps.log.child({ fallbackId, originalSid: original.sid, attempt: fallback.attempts })
+  let requestSent = false
+  try {
+    const to = fallback.to_address
+    if (to === null) { await finishFallback(deps.db, fallback.id, 'skipped', 'no_recipient'); return }
+    const sender = senderOf(fallback)
+    const client = deps.twilio(original.account_sid)
+
+    const text = original.body ?? await fetchBody(client, original.sid)
+    if (text === null || text === '') {
+      await finishFallback(deps.db, fallback.id, 'skipped', 'no_body')
+      log.info('fallback skipped: no text for the message')
+      return
+    }
+
+    if (ambiguous) {
+      const found = await findAccepted(deps, client, fallback, to, sender, text)
+      if (found !== undefined) {
+        await recordSent(deps, fallback, found, text, 'reconcile')
+        log.info({ smsSid: found.sid }, 'fallback SMS found at Twilio from an earlier attempt; adopted')
+        return
+      }
+    }
+
+    requestSent = true
+    const created = await client.messages.create({
+      to,
+      body: text,
+      statusCallback: deps.statusCallbackUrl,
+      ...sender
+    })
+    await recordSent(deps, fallback, created, text, 'api')
+    log.info({ smsSid: created.sid, to: maskAddress(to) }, 'fallback SMS sent')
+  } catch (err) {
+    const failure: TwilioFailure | undefined = classifyTwilioError(err)
+    if (failure?.kind === 'rejected') {
+      await finishFallback(deps.db, fallback.id, 'failed', 'twilio_error', failure)
+      log.warn({ code: failure.code }, 'fallback SMS refused by Twilio; not retried')
+      return
+    }
+    const error = failure ?? { code: 'internal_error', message: err instanceof Error ? err.message : String(err) }
+    await releaseForRetry(deps.db, fallback.id, error, {
+      // Only a request that went out and got no clear "not created" may have sent the SMS.
+      outcomeUnknown: requestSent && (failure === undefined || failure.maybeAccepted),
+      previouslyAmbiguous: ambiguous
+    })
+    log.warn({ code: error.code, err: failure === undefined ? err : undefined }, 'fallback attempt failed; will retry')
+    throw new FallbackRetryError(`fallback ${fallbackId}: ${error.code} ${error.message}`, { cause: err })
+  }
+}
+
+/**
+ * Called for a job pg-boss dead-lettered (attempts exhausted, or it expired on its last attempt):
+ * the fallback ends `failed` with reason `retries_exhausted`, keeping its last error.
+ */
+export async function markRetriesExhausted (db: Kysely<Database>, fallbackId: string): Promise<void> {
+  await finishFallback(db, fallbackId, 'failed', 'retries_exhausted')
+}
