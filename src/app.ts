@@ -67,7 +67,7 @@ function fastifyErrorCode (err: FastifyError): { status: number, code: string } 
  * @param deps - the open database and, optionally, a metrics registry.
  */
 export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyInstance> {
-  const metrics = deps.metrics ?? createMetrics(deps.poolStats)
+  const metrics = deps.metrics ?? createMetrics(deps.poolStats, deps.db)
   const app = Fastify({
     logger: { ...loggerOptions(config.logLevel), ...(deps.logStream === undefined ? {} : { stream: deps.logStream }) },
     genReqId: (req) => {

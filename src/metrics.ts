@@ -1,7 +1,9 @@
 /**
  * Prometheus metrics (prom-client). One registry per app instance so tests can build many apps.
  */
+import { sql, type Kysely } from 'kysely'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { Database } from './db/database.ts'
 
 /** Webhook outcomes, as counted in `tidings_webhooks_total{provider,outcome}`. */
 export type WebhookOutcome = 'accepted' | 'duplicate' | 'invalid_signature' | 'unknown_account' | 'invalid_payload' | 'unavailable' | 'ignored'
@@ -20,11 +22,65 @@ export interface Metrics {
 export interface PoolStats { total: number, idle: number, waiting: number }
 
 /**
+ * Gauges read from the database at scrape time, so every replica reports the same shared state:
+ * fallbacks by state and reason, and pg-boss queue depth and oldest waiting job. A failing query
+ * (the database down, or no `pgboss` schema yet) leaves the gauge empty rather than failing the scrape.
+ */
+function registerDatabaseGauges (registry: Registry, db: Kysely<Database>): void {
+  registry.registerMetric(new Gauge({
+    name: 'tidings_fallbacks',
+    help: 'SMS fallbacks by state and reason',
+    labelNames: ['state', 'reason'],
+    registers: [],
+    async collect () {
+      this.reset()
+      try {
+        const rows = await sql<{ state: string, reason: string | null, n: string }>`
+          select state, reason, count(*)::text as n from fallbacks group by state, reason`.execute(db)
+        for (const r of rows.rows) this.set({ state: r.state, reason: r.reason ?? '' }, Number(r.n))
+      } catch {}
+    }
+  }))
+  const jobs = new Gauge({
+    name: 'tidings_queue_jobs',
+    help: 'Jobs in the pg-boss queues by queue and state (created, retry, active)',
+    labelNames: ['queue', 'state'],
+    registers: []
+  })
+  const oldest = new Gauge({
+    name: 'tidings_queue_oldest_job_age_seconds',
+    help: 'Age of the oldest job waiting to run (created or retry) per queue, in seconds',
+    labelNames: ['queue'],
+    registers: [],
+    async collect () {
+      jobs.reset()
+      this.reset()
+      try {
+        const rows = await sql<{ name: string, state: string, n: string, age: string | null }>`
+          select name, state::text as state, count(*)::text as n,
+                 extract(epoch from now() - min(created_on))::text as age
+          from pgboss.job where state in ('created', 'retry', 'active') group by name, state`.execute(db)
+        const ages = new Map<string, number>()
+        for (const r of rows.rows) {
+          jobs.set({ queue: r.name, state: r.state }, Number(r.n))
+          if (r.state !== 'active' && r.age !== null) ages.set(r.name, Math.max(ages.get(r.name) ?? 0, Number(r.age)))
+        }
+        for (const [queue, age] of ages) this.set({ queue }, age)
+      } catch {}
+    }
+  })
+  registry.registerMetric(jobs)
+  registry.registerMetric(oldest)
+}
+
+/**
  * Creates the registry and Tidings' own metrics.
  * @param poolStats - reads the database pool's state at scrape time, when there is a pool.
+ * @param db - for gauges read from the database at scrape time (fallbacks, queues).
  */
-export function createMetrics (poolStats?: () => PoolStats): Metrics {
+export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database>): Metrics {
   const registry = new Registry()
+  if (db !== undefined) registerDatabaseGauges(registry, db)
   // Process metrics, including event-loop delay (tidings_nodejs_eventloop_lag_*).
   collectDefaultMetrics({ register: registry, prefix: 'tidings_' })
   if (poolStats !== undefined) {

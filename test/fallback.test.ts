@@ -176,6 +176,14 @@ t.test('POST /webhooks/twilio/status: without a sender for the WhatsApp number t
   t.equal(smsTo(to).length, 0)
 })
 
+t.test('GET /metrics: fallbacks by state and reason, and the queues, read from the database', async (t) => {
+  const body = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.match(body, /tidings_fallbacks\{state="skipped",reason="no_sender"\} [1-9]/, 'the no_sender fallback above is counted')
+  t.match(body, /tidings_fallbacks\{state="sent",reason=""\} [1-9]/, 'sent fallbacks are counted')
+  t.match(body, /# TYPE tidings_queue_jobs gauge/)
+  t.match(body, /# TYPE tidings_queue_oldest_job_age_seconds gauge/)
+})
+
 t.test('fallback worker: a WhatsApp sender mapped to a Messaging Service sends through it', async (t) => {
   const to = randomNumber()
   const sid = await storeWhatsAppMessage(db, { to, body: TEXT, from: WA_FROM_SERVICE })
