@@ -1,21 +1,29 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: production dependencies only in the final image; Node 24 runs the .ts sources.
+# Tidings: Node 24 runs the TypeScript sources directly (type stripping), so there is no build step;
+# the first stage installs production dependencies only, the second holds nothing else.
 FROM node:24-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+# --ignore-scripts: no dependency needs an install script at run time.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:24-slim
-ENV NODE_ENV=production
+ENV NODE_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=3000
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json ./
+COPY package.json openapi.yaml ./
 COPY src ./src
 COPY migrations ./migrations
 COPY scripts ./scripts
+# The image's own user, not root; DATA_DIR (embedded PGlite, if used) must be writable by it.
+RUN mkdir -p /app/data && chown node:node /app/data
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-# exec form: node is PID 1's child-free main process and receives SIGTERM for graceful shutdown.
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# Exec form: node is PID 1 and receives SIGTERM itself, so close-with-grace drains in-flight
+# requests and closes the pool (docker stop waits stop_grace_period, then SIGKILL).
+STOPSIGNAL SIGTERM
 CMD ["node", "src/server.ts"]

@@ -31,12 +31,12 @@ export async function freePort (): Promise<number> {
  * (PORT 0, the default, needs LOG_LEVEL info), or, when LOG_LEVEL is above info, by picking a free
  * port and polling `/health`.
  */
-export async function startServer (env: Record<string, string | undefined>, timeoutMs = 30_000): Promise<ServerProcess> {
+export async function startServer (env: Record<string, string | undefined>, timeoutMs = 30_000, entry: string = SERVER_ENTRY): Promise<ServerProcess> {
   if (env.LOG_LEVEL !== undefined && !['info', 'debug', 'trace'].includes(env.LOG_LEVEL) && env.PORT === undefined) {
     env = { ...env, PORT: String(await freePort()) }
   }
   const polled = env.PORT !== undefined && env.PORT !== '0' ? `http://127.0.0.1:${env.PORT}` : undefined
-  const child = spawn(process.execPath, [SERVER_ENTRY], {
+  const child = spawn(process.execPath, [entry], {
     env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
