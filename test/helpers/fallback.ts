@@ -53,7 +53,7 @@ export async function buildFallbackApp (t: TapLike, env: Record<string, string |
   t.teardown(async () => { await fake.close() })
   const { db, url, handle } = await createTestDatabase(t)
   const config = loadConfig(fallbackEnv(fake.url, env))
-  const app = await buildApp(config, { db, jobQueue: jobQueueConnectionOf(handle) })
+  const app = await buildApp(config, { db, jobQueue: jobQueueConnectionOf(handle), listen: handle.listen, poolStats: handle.poolStats })
   checkContract(app)
   t.teardown(async () => { await app.close() })
   await app.ready()
