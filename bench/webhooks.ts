@@ -41,7 +41,8 @@ const server = await startServer({
   API_KEYS: `bench:${API_KEY}`,
   LOG_LEVEL: 'warn',
   DATABASE_POOL_MAX: process.env.BENCH_POOL ?? '20',
-  RATE_LIMIT_PER_MINUTE: '100000000'
+  RATE_LIMIT_PER_MINUTE: '100000000',
+  WEBHOOK_BATCH_MAX: process.env.WEBHOOK_BATCH_MAX
 })
 const pid = server.child.pid as number
 const rssMiB = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024

@@ -24,6 +24,7 @@ import { matchApiKey } from './plugins/api-key-auth.ts'
 import { createHash } from 'node:crypto'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
+import { EventBatcher } from './ingest/batcher.ts'
 import { messageRoutes } from './routes/messages.ts'
 import { streamRoutes } from './routes/stream.ts'
 import { EventHub } from './stream/event-hub.ts'
@@ -167,7 +168,8 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   if (config.resendWebhookSecrets.length > 0) {
     await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })
   }
-  await app.register(twilioStatusRoutes, { config, db: deps.db, metrics, hooks: fallback?.hooks })
+  const batcher = new EventBatcher({ db: deps.db, hooks: fallback?.hooks, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
+  await app.register(twilioStatusRoutes, { config, metrics, batcher })
   const listen = deps.listen
   const hub = new EventHub({
     db: deps.db,

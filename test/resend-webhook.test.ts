@@ -201,6 +201,9 @@ t.test('POST /webhooks/resend', async (t) => {
       t.equal(res.statusCode, 400, name)
       t.equal(res.json().code, 'invalid_payload', name)
     }
+    const nul = await postResend(app, emailEvent('email.sent', emailId(), { subject: 'a\u0000b' }))
+    t.equal(nul.statusCode, 400, 'a NUL character, which PostgreSQL cannot store')
+    t.match(nul.json().message, /data\.subject contains a NUL/)
     const invalidUtf8 = Buffer.concat([Buffer.from('{"type":"email.sent","data":{"email_id":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}}')])
     t.equal((await postResend(app, invalidUtf8)).statusCode, 400, 'bytes that are not UTF-8')
     const noId = await postResend(app, { type: 'email.sent', created_at: new Date().toISOString(), data: { to: ['a@example.com'] } })

@@ -194,3 +194,11 @@ t.test('POST /webhooks/twilio/status never answers bad input with a 500', async 
     t.equal(res.json().code, 'not_found')
   })
 })
+
+t.test('POST /webhooks/twilio/status: a value with a NUL character is a 400 naming it, not a 503 forever', async (t) => {
+  const { app } = await buildTestApp(t)
+  const res = await postCallback(app, smsCallback(messageSid(), 'undelivered', { ErrorMessage: 'bad\u0000byte' }))
+  t.equal(res.statusCode, 400)
+  t.equal(res.json().code, 'invalid_payload')
+  t.match(res.json().message, /ErrorMessage contains a NUL/)
+})

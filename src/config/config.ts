@@ -20,6 +20,8 @@ export const EnvSchema = Type.Object({
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
   DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
   MIGRATE_ON_START: Type.Boolean({ default: true }),
+  WEBHOOK_BATCH_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
+  WEBHOOK_BATCH_CONCURRENCY: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
   // --- Twilio REST client and WhatsApp → SMS fallback (docs/fallback.md) ---
   TWILIO_API_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+/?$' })),
   TWILIO_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 10_000 }),
@@ -71,6 +73,13 @@ export interface Config {
   /** Per-statement timeout on PostgreSQL, in ms. */
   databaseStatementTimeoutMs: number
   migrateOnStart: boolean
+  /** Group commit of Twilio callbacks (`src/ingest/batcher.ts`). */
+  webhookBatch: {
+    /** Most callbacks in one transaction; 1 turns batching off. */
+    max: number
+    /** Most recording transactions in flight per process (default: half the pool). */
+    concurrency: number
+  }
   /**
    * Scheme and host Twilio calls (plus a path prefix if a proxy mounts Tidings under one), without a
    * trailing slash, e.g. `https://hooks.example.com`.
@@ -233,6 +242,10 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     twilioRequestTimeoutMs: parsed.TWILIO_REQUEST_TIMEOUT_MS,
     fallback,
     migrateOnStart: parsed.MIGRATE_ON_START,
+    webhookBatch: {
+      max: parsed.WEBHOOK_BATCH_MAX,
+      concurrency: parsed.WEBHOOK_BATCH_CONCURRENCY ?? Math.max(1, Math.floor(parsed.DATABASE_POOL_MAX / 2))
+    },
     resendWebhookSecrets,
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),
     twilioAuthTokens,

@@ -11,6 +11,7 @@
  */
 import type { EngagementKind } from '../db/database.ts'
 import { AppError } from '../errors.ts'
+import { assertNoNul } from './nul.ts'
 import type { IncomingEvent, MessageIdentity } from '../ingest/record-events.ts'
 import { RESEND_STATUS_RANK } from './status-precedence.ts'
 
@@ -104,6 +105,7 @@ function errorOf (type: string, data: Json): [string | null, string | null] {
  */
 export function parseResendDelivery (payload: unknown, svixId: string, receivedAt: Date): ResendDelivery {
   if (!isObject(payload)) throw new AppError('invalid_payload', 'The body must be a JSON object')
+  assertNoNul(payload)
   const type = payload.type
   if (typeof type !== 'string' || type === '') throw new AppError('invalid_payload', 'type is required')
   const isStatus = Object.hasOwn(RESEND_STATUS_RANK, type)

@@ -3,6 +3,7 @@
  * Parameters: https://www.twilio.com/docs/messaging/guides/track-outbound-message-status
  */
 import { AppError } from '../errors.ts'
+import { assertNoNul } from './nul.ts'
 import type { IncomingEvent } from '../ingest/record-events.ts'
 import { detectTwilioChannel, normalizeAddress, TWILIO_MESSAGE_SID } from './channel.ts'
 
@@ -41,9 +42,11 @@ export function parseRawDlrDoneDate (value: string | null): Date | null {
  * @param params - every parameter received (already signature-checked).
  * @param receivedAt - when Tidings received it.
  * @throws {AppError} `invalid_payload` naming the field when `MessageSid` is not a Twilio message
- *   SID, `MessageStatus` is missing or malformed, or a field appears more than once.
+ *   SID, `MessageStatus` is missing or malformed, a field appears more than once, or a value
+ *   contains NUL.
  */
 export function twilioCallbackToEvent (params: Record<string, unknown>, receivedAt: Date): IncomingEvent {
+  assertNoNul(params)
   const sid = single(params, 'MessageSid') ?? single(params, 'SmsSid')
   if (sid === undefined || sid === '') throw new AppError('invalid_payload', 'MessageSid is required')
   if (!TWILIO_MESSAGE_SID.test(sid)) throw new AppError('invalid_payload', 'MessageSid must be a Twilio message SID (SM or MM followed by 32 hex digits)')

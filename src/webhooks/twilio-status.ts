@@ -8,22 +8,19 @@
  */
 import formbody from '@fastify/formbody'
 import type { FastifyInstance } from 'fastify'
-import type { Kysely } from 'kysely'
 import type { Config } from '../config/config.ts'
-import type { Database } from '../db/database.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { twilioCallbackToEvent } from '../domain/twilio-callback.ts'
 import { AppError, databaseUnavailable } from '../errors.ts'
-import { recordEvents, type RecordHooks } from '../ingest/record-events.ts'
+import type { EventBatcher } from '../ingest/batcher.ts'
 import type { Metrics } from '../metrics.ts'
 import { publicUrlOf, verifyTwilioSignature } from '../providers/twilio-signature.ts'
 
 export interface TwilioStatusOptions {
   config: Pick<Config, 'publicBaseUrl' | 'twilioAuthTokens'>
-  db: Kysely<Database>
   metrics: Metrics
-  /** Run inside each recording transaction (the SMS fallback); see `RecordHooks`. */
-  hooks?: RecordHooks
+  /** Records events, committing concurrent callbacks together (with the fallback hook inside). */
+  batcher: EventBatcher
 }
 
 /** Body limit for Twilio callbacks, in bytes (64 KiB). */
@@ -68,7 +65,7 @@ export async function twilioStatusRoutes (app: FastifyInstance, opts: TwilioStat
 
     let outcome
     try {
-      [outcome] = await recordEvents(opts.db, [event], opts.hooks)
+      outcome = await opts.batcher.record(event)
     } catch (err) {
       opts.metrics.webhooks.inc({ provider: 'twilio', outcome: 'unavailable' })
       request.log.error({ err, sid: event.sid }, 'could not record Twilio callback')

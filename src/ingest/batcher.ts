@@ -1,0 +1,86 @@
+/**
+ * Group commit for webhooks: concurrent callbacks share one recording transaction.
+ *
+ * A callback's cost is dominated by its commit (one WAL flush), so one commit per callback caps a
+ * database at its flush rate (docs/performance.md). The batcher never waits on purpose: when fewer
+ * than `concurrency` batches are in flight, an event is recorded at once (a batch of one, as
+ * before); events that arrive while every slot is busy queue up and go together, up to `maxBatch`,
+ * in the next free slot. Low load therefore keeps single-event latency, and high load gets large
+ * batches. Each caller's promise resolves only after its batch committed, so acknowledging still
+ * means "saved". If a batch fails while the database is reachable (one event the database refuses,
+ * a hook throwing, a deadlock), its events are recorded again one per transaction, so one bad
+ * event never costs the others their acknowledgement; if the database is unavailable, every event
+ * in it rejects at once, and each caller answers 503 so the provider retries.
+ */
+import type { Kysely } from 'kysely'
+import type { Database } from '../db/database.ts'
+import { isDatabaseUnavailableError } from '../db/errors.ts'
+import { recordEvents, type IncomingEvent, type RecordHooks, type RecordOutcome } from './record-events.ts'
+
+export interface BatcherOptions {
+  db: Kysely<Database>
+  hooks?: RecordHooks
+  /** Most events in one transaction. 1 turns batching off. */
+  maxBatch: number
+  /** Most transactions in flight at once (keep below the pool size). */
+  concurrency: number
+}
+
+interface Pending {
+  event: IncomingEvent
+  resolve: (outcome: RecordOutcome) => void
+  reject: (err: unknown) => void
+}
+
+export class EventBatcher {
+  readonly #opts: BatcherOptions
+  readonly #queue: Pending[] = []
+  #inFlight = 0
+
+  constructor (opts: BatcherOptions) {
+    this.#opts = opts
+  }
+
+  /**
+   * Records one event, possibly in one transaction with others.
+   * @returns its outcome, once the transaction committed.
+   * @throws the batch's error; nothing of the batch was committed then.
+   */
+  async record (event: IncomingEvent): Promise<RecordOutcome> {
+    return await new Promise<RecordOutcome>((resolve, reject) => {
+      this.#queue.push({ event, resolve, reject })
+      this.#drain()
+    })
+  }
+
+  #drain (): void {
+    while (this.#inFlight < this.#opts.concurrency && this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#opts.maxBatch)
+      this.#inFlight++
+      this.#run(batch).finally(() => {
+        this.#inFlight--
+        this.#drain()
+      })
+    }
+  }
+
+  async #run (batch: Pending[]): Promise<void> {
+    try {
+      const outcomes = await recordEvents(this.#opts.db, batch.map((p) => p.event), this.#opts.hooks)
+      batch.forEach((p, i) => p.resolve(outcomes[i]))
+    } catch (err) {
+      if (batch.length === 1 || isDatabaseUnavailableError(err)) {
+        for (const p of batch) p.reject(err)
+        return
+      }
+      for (const p of batch) {
+        try {
+          const [outcome] = await recordEvents(this.#opts.db, [p.event], this.#opts.hooks)
+          p.resolve(outcome)
+        } catch (single) {
+          p.reject(single)
+        }
+      }
+    }
+  }
+}
