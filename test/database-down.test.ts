@@ -1,22 +1,13 @@
-import net from 'node:net'
 import t from 'tap'
+import { freePort } from './helpers/process.ts'
 import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config/config.ts'
 import { openDatabase } from '../src/db/connect.ts'
 import { apiGet, messageSid, postCallback, smsCallback, testEnv } from './helpers/app.ts'
 import { createTestDatabase } from './helpers/database.ts'
 
-/** A port on which nothing listens. */
-async function closedPort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
-
 t.test('with the database unreachable', async (t) => {
-  const port = await closedPort()
+  const port = await freePort()
   const handle = await openDatabase({ databaseUrl: `postgres://postgres@127.0.0.1:${port}/none`, dataDir: '' })
   const app = await buildApp(loadConfig(testEnv()), { db: handle.db })
   t.teardown(async () => { await app.close(); await handle.close() })

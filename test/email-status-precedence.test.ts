@@ -2,43 +2,17 @@ import assert from 'node:assert/strict'
 import t from 'tap'
 import fc from 'fast-check'
 import { applyEvent, INITIAL_STATE, RESEND_FAILURE_STATUSES, RESEND_STATUS_RANK, type MessageState, type StatusEvent } from '../src/domain/status-precedence.ts'
+import { fold as foldAll, lifecycleAndPermutation, lifecycles, summary } from './helpers/lifecycle.ts'
 
 // Resend status events, plus types that are not ranked statuses (engagement, inbound, future).
 const STATUSES = [...Object.keys(RESEND_STATUS_RANK), 'email.opened', 'email.received', 'email.some_future_type']
 
-// A lifecycle: a set of distinct statuses, each with its own time and error, plus duplicates.
-const lifecycle = fc.uniqueArray(fc.constantFrom(...STATUSES), { minLength: 1, maxLength: STATUSES.length })
-  .chain((statuses) => fc.tuple(
-    fc.constant(statuses),
-    fc.array(fc.integer({ min: 0, max: 10_000_000 }), { minLength: statuses.length, maxLength: statuses.length }),
-    fc.array(fc.constantFrom('Permanent/General', 'Transient/MailboxFull', 'reached_daily_quota', null), { minLength: statuses.length, maxLength: statuses.length })
-  ))
-  .map(([statuses, times, codes]): StatusEvent[] => statuses.map((status, i) => ({
-    status,
-    at: new Date(1_700_000_000_000 + times[i]),
-    errorCode: codes[i],
-    errorMessage: codes[i] === null ? null : `error ${codes[i]}`
-  })))
-  .chain((events) => fc.tuple(fc.constant(events), fc.array(fc.constantFrom(...events), { maxLength: 5 })))
-  .map(([events, dups]) => [...events, ...dups])
-
-const fold = (events: StatusEvent[]): MessageState => events.reduce((s, e) => applyEvent('resend', s, e), INITIAL_STATE)
-
-const summary = (s: MessageState): unknown => ({
-  status: s.status,
-  rank: s.statusRank,
-  errorCode: s.errorCode,
-  errorMessage: s.errorMessage,
-  sentAt: s.sentAt?.getTime() ?? null,
-  deliveredAt: s.deliveredAt?.getTime() ?? null,
-  readAt: s.readAt?.getTime() ?? null,
-  failedAt: s.failedAt?.getTime() ?? null,
-  bouncedAt: s.bouncedAt?.getTime() ?? null,
-  complainedAt: s.complainedAt?.getTime() ?? null
-})
+const ERRORS = ['Permanent/General', 'Transient/MailboxFull', 'reached_daily_quota', null]
+const lifecycle = lifecycles(STATUSES, ERRORS)
+const fold = (events: StatusEvent[]): MessageState => foldAll('resend', events)
 
 t.test('email status precedence: every permutation of a lifecycle with duplicates ends in the same state', async (t) => {
-  fc.assert(fc.property(lifecycle.chain((events) => fc.tuple(fc.constant(events), fc.shuffledSubarray(events, { minLength: events.length, maxLength: events.length }))),
+  fc.assert(fc.property(lifecycleAndPermutation(STATUSES, ERRORS),
     ([events, shuffled]) => {
       assert.deepEqual(summary(fold(shuffled)), summary(fold(events)))
     }), { numRuns: 1000 })

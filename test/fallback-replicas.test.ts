@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import { startFakeTwilio, type FakeTwilio } from './fakes/fake-twilio.ts'
-import { formBody, sign } from './helpers/app.ts'
+import { postSigned } from './helpers/app.ts'
 import { createTestDatabase } from './helpers/database.ts'
 import { fallbackEnv, randomNumber, SMS_FROM, storeWhatsAppMessage, waitFor, waitForFallback, whatsappCallback, sleep } from './helpers/fallback.ts'
 import { startServer, type ServerProcess } from './helpers/process.ts'
@@ -30,16 +30,7 @@ async function start (): Promise<ServerProcess> {
   return server
 }
 
-/** POSTs a signed callback to a running process over real HTTP. */
-async function post (server: ServerProcess, params: Record<string, string>): Promise<number> {
-  const res = await fetch(`${server.address}/webhooks/twilio/status`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': sign(params) },
-    body: formBody(params)
-  })
-  await res.arrayBuffer()
-  return res.status
-}
+const post = async (server: ServerProcess, params: Record<string, string>): Promise<number> => await postSigned(server.address, params)
 
 t.test('three Tidings processes on one database: the same failure callback 21 times concurrently sends exactly one SMS', async (t) => {
   const servers = await Promise.all([start(), start(), start()])

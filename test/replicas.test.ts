@@ -5,7 +5,7 @@
  * (One fallback per failed message across replicas: test/fallback-replicas.test.ts.)
  */
 import t from 'tap'
-import { ACCOUNT_SID, API_KEY, AUTH_TOKEN, PUBLIC_BASE_URL, formBody, messageSid, sign, smsCallback } from './helpers/app.ts'
+import { ACCOUNT_SID, API_KEY, AUTH_TOKEN, PUBLIC_BASE_URL, messageSid, postSigned, smsCallback } from './helpers/app.ts'
 import { createTestDatabase } from './helpers/database.ts'
 import { startServer, type ServerProcess } from './helpers/process.ts'
 import { openStream } from './helpers/sse.ts'
@@ -26,20 +26,7 @@ async function start (): Promise<ServerProcess> {
   return server
 }
 
-/** POSTs a signed callback; resolves with the HTTP status, or 0 when the connection failed. */
-async function post (server: ServerProcess, params: Record<string, string>): Promise<number> {
-  try {
-    const res = await fetch(`${server.address}/webhooks/twilio/status`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': sign(params) },
-      body: formBody(params)
-    })
-    await res.arrayBuffer()
-    return res.status
-  } catch {
-    return 0
-  }
-}
+const post = async (server: ServerProcess, params: Record<string, string>): Promise<number> => await postSigned(server.address, params)
 
 const servers = await Promise.all([start(), start(), start()])
 

@@ -122,3 +122,21 @@ export async function postCallback (
 export async function apiGet (app: FastifyInstance, url: string, key: string = API_KEY): Promise<LightMyRequestResponse> {
   return await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${key}` } })
 }
+
+/**
+ * POSTs a signed status callback to a running server over real HTTP.
+ * @returns the HTTP status, or 0 when the connection failed (e.g. the process was killed).
+ */
+export async function postSigned (baseUrl: string, params: Record<string, string>): Promise<number> {
+  try {
+    const res = await fetch(`${baseUrl}${STATUS_PATH}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': sign(params) },
+      body: formBody(params)
+    })
+    await res.arrayBuffer()
+    return res.status
+  } catch {
+    return 0
+  }
+}
