@@ -129,6 +129,15 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     for (const method of [route.method].flat()) if (method !== 'HEAD') routeList.push({ method, url: route.url })
   })
 
+  // Graceful shutdown: requests in flight when closing begins still complete, but their keep-alive
+  // connections must not hold the server open (Node closes idle ones only once, at the start).
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close')
+    return payload
+  })
+
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpDuration.observe({
       method: request.method,
