@@ -117,7 +117,8 @@ export async function computeStats (db: Kysely<Database>, filter: StatsFilter): 
     .execute()
 
   const [t, s, f, fb] = await Promise.all([totals, byStatus, failures, fallbacks])
-  const latency = t.latency === null ? null : t.latency.map(Number)
+  // Milliseconds are precision enough, and keep float noise (87.99999999999999) out of the API.
+  const latency = t.latency === null ? null : t.latency.map((v) => Math.round(Number(v) * 1000) / 1000)
   return {
     total: Number(t.total),
     byStatus: s.map((r) => ({ status: r.status, count: Number(r.n) })),
