@@ -26,6 +26,9 @@ import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
 import { EventBatcher } from './ingest/batcher.ts'
 import { messageRoutes } from './routes/messages.ts'
+import { sendRoutes } from './routes/send.ts'
+import { statsRoutes } from './routes/stats.ts'
+import { createTwilioClients } from './providers/twilio-rest.ts'
 import { streamRoutes } from './routes/stream.ts'
 import { EventHub } from './stream/event-hub.ts'
 import { twilioStatusRoutes } from './webhooks/twilio-status.ts'
@@ -62,6 +65,16 @@ function fastifyErrorCode (err: FastifyError): { status: number, code: string } 
   return undefined
 }
 
+/** `body.to must match pattern …`, naming the field, also for an unexpected property. */
+function validationMessage (err: FastifyError): string {
+  const first = err.validation?.[0]
+  const extra = first?.params?.additionalProperty
+  const where = `${err.validationContext ?? 'request'}${first?.instancePath ?? ''}`.replace(/\//g, '.')
+  return typeof extra === 'string'
+    ? `${where}.${extra} is not a known property`
+    : `${where} ${first?.message ?? 'is invalid'}`
+}
+
 /**
  * Builds the Fastify app. Does not listen and does not migrate.
  * @param config - validated configuration (`loadConfig`).
@@ -88,8 +101,9 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     let status: number
     let code: string
     let message: string
+    let fields: Readonly<Record<string, string>> | undefined
     if (err instanceof AppError) {
-      status = err.statusCode; code = err.code; message = err.message
+      status = err.statusCode; code = err.code; message = err.message; fields = err.fields
       if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS))
     } else if (isDatabaseUnavailableError(err)) {
       const unavailable = databaseUnavailable(err)
@@ -100,7 +114,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       if (mapped !== undefined) {
         status = mapped.status; code = mapped.code
         message = err.validation !== undefined
-          ? `${err.validationContext ?? 'request'}${err.validation[0]?.instancePath ?? ''} ${err.validation[0]?.message ?? 'is invalid'}`.replace(/\//g, '.')
+          ? validationMessage(err)
           : err.message
       } else {
         status = 500; code = 'internal_error'; message = 'Internal server error'
@@ -108,7 +122,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     }
     if (status >= 500) request.log.error({ err }, 'request failed')
     else request.log.info({ code, status }, message)
-    return reply.code(status).send({ code, message })
+    return reply.code(status).send({ ...fields, code, message })
   })
 
   app.setNotFoundHandler((request, reply) => reply.code(404).send({
@@ -201,6 +215,16 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       errorResponseBuilder: (_request, context) => new AppError('rate_limited', `Rate limit of ${context.max} requests per minute exceeded for this API key; retry in ${context.after}`)
     })
     await v1.register(messageRoutes, { db: deps.db })
+    await v1.register(sendRoutes, {
+      db: deps.db,
+      twilio: createTwilioClients({ tokens: config.twilioAuthTokens, baseUrl: config.twilioApiBaseUrl, timeoutMs: config.twilioRequestTimeoutMs }),
+      statusCallbackUrl: `${config.publicBaseUrl}/webhooks/twilio/status`,
+      hooks: fallback?.hooks ?? {},
+      idempotencyTtlMs: config.idempotencyTtlMs,
+      // One create request (plus a list on a retry) and two short transactions.
+      idempotencyLeaseMs: 2 * config.twilioRequestTimeoutMs + 5_000
+    })
+    await v1.register(statsRoutes, { db: deps.db })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes })
   }, { prefix: '/v1' })
 

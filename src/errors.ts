@@ -9,9 +9,15 @@ export const ERROR_STATUS = {
   unknown_account: 403,
   message_not_found: 404,
   not_found: 404,
+  idempotency_in_progress: 409,
+  registration_conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  twilio_error: 422,
+  idempotency_key_reused: 422,
   rate_limited: 429,
+  twilio_unavailable: 502,
+  twilio_rate_limited: 503,
   database_unavailable: 503,
   overloaded: 503,
   internal_error: 500
@@ -25,16 +31,19 @@ export class AppError extends Error {
   readonly statusCode: number
   /** Seconds, sent as `Retry-After` (503s). */
   readonly retryAfterS: number | undefined
+  /** Extra string fields of the error body, e.g. `twilio_code` (documented per code in openapi.yaml). */
+  readonly fields: Readonly<Record<string, string>> | undefined
   /**
    * @param options.statusCode - overrides the catalogue's status where a provider's contract fixes
    *   another one for the same code (Resend's `invalid_signature` is 401, Twilio's 403).
    */
-  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, retryAfterS?: number, statusCode?: number }) {
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown, retryAfterS?: number, statusCode?: number, fields?: Record<string, string> }) {
     super(message, { cause: options?.cause })
     this.name = 'AppError'
     this.code = code
     this.statusCode = options?.statusCode ?? ERROR_STATUS[code]
     this.retryAfterS = options?.retryAfterS
+    this.fields = options?.fields
   }
 }
 

@@ -49,7 +49,8 @@ export const EnvSchema = Type.Object({
   PRESSURE_SAMPLE_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000 }),
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, default: 1200 }),
   STREAM_HEARTBEAT_S: Type.Integer({ minimum: 1, maximum: 3600, default: 15 }),
-  STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024 })
+  STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024 }),
+  IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 })
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -121,6 +122,8 @@ export interface Config {
   streamHeartbeatS: number
   /** Unsent bytes a stream client may hold before it is disconnected. */
   streamMaxBufferBytes: number
+  /** How long `POST /v1/messages` remembers an `Idempotency-Key`, in ms. */
+  idempotencyTtlMs: number
 }
 
 export class ConfigError extends Error {
@@ -259,6 +262,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     },
     rateLimitPerMinute: parsed.RATE_LIMIT_PER_MINUTE,
     streamHeartbeatS: parsed.STREAM_HEARTBEAT_S,
-    streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES
+    streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES,
+    idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000)
   }
 }

@@ -135,8 +135,34 @@ export interface FallbacksTable {
 }
 export type FallbackRow = Selectable<FallbacksTable>
 
+/** `IdempotencyKeysTable.state`; see `src/db/idempotency.ts`. */
+export type IdempotencyState = 'in_progress' | 'done' | 'unknown'
+
+/** One row per `Idempotency-Key` of `POST /v1/messages`, per API key name, until `expires_at`. */
+export interface IdempotencyKeysTable {
+  api_key_name: string
+  idempotency_key: string
+  /** SHA-256 (hex) of the canonical JSON request body. */
+  request_hash: string
+  state: IdempotencyState
+  /** An `in_progress` claim is held until then; afterwards a retry may take it over. */
+  locked_until: Timestamp | null
+  /** Start of the earliest attempt whose outcome is unknown. */
+  attempt_started_at: Timestamp | null
+  /** True when the current claim follows an attempt that may have reached Twilio. */
+  ambiguous: Generated<boolean>
+  /** The message sent under this key, once known. */
+  message_sid: string | null
+  response_status: number | null
+  response_body: ColumnType<unknown, string | null, string | null>
+  created_at: DefaultTimestamp
+  expires_at: Timestamp
+}
+export type IdempotencyRow = Selectable<IdempotencyKeysTable>
+
 export interface Database {
   messages: MessagesTable
+  idempotency_keys: IdempotencyKeysTable
   fallbacks: FallbacksTable
   message_events: MessageEventsTable
   email_engagements: EmailEngagementsTable

@@ -199,7 +199,8 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
       if ((form.From ?? '') === '' && (form.MessagingServiceSid ?? '') === '') {
         return await reply.code(400).send(twilioError(400, 21603, "A 'From' phone number is required."))
       }
-      if ((form.Body ?? '') === '') return await reply.code(400).send(twilioError(400, 21602, 'Message body is required.'))
+      // A Content Template (ContentSid) replaces the body.
+      if ((form.Body ?? '') === '' && (form.ContentSid ?? '') === '') return await reply.code(400).send(twilioError(400, 21602, 'Message body is required.'))
       const now = new Date()
       const message: FakeMessage = {
         sid: 'SM' + randomBytes(16).toString('hex'),
@@ -208,7 +209,7 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
         // With a Messaging Service, Twilio picks the sender later; the create response has none.
         from: (form.From ?? '') === '' ? null : form.From,
         messaging_service_sid: (form.MessagingServiceSid ?? '') === '' ? null : form.MessagingServiceSid,
-        body: form.Body,
+        body: form.Body ?? '',
         status: 'queued',
         status_callback: form.StatusCallback ?? null,
         error_code: null,

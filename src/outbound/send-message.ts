@@ -1,0 +1,305 @@
+/**
+ * `POST /v1/messages`: send an SMS or WhatsApp message through Twilio's REST API
+ * (https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource).
+ *
+ * Tidings sets `StatusCallback` to its own webhook and records the status of Twilio's create
+ * response as the first event (`source: 'api'`): Twilio sends no callback for the initial status.
+ * The message's own fields (text, `external_id`, `metadata`, `fallback`) and the idempotency record
+ * are written in the same transaction as that event.
+ *
+ * How Twilio's answers come back (openapi.yaml, "Sending"):
+ * - 4xx (e.g. 21211 invalid number, 21610 unsubscribed): `422 twilio_error` with `twilio_code`;
+ *   nothing was sent, and retrying the same request cannot help;
+ * - 429: `503 twilio_rate_limited` with `Retry-After`; nothing was sent, retry later;
+ * - 5xx, a timeout, a dropped connection, or Twilio refusing Tidings' own credentials (401/403):
+ *   `502 twilio_unavailable` with `Retry-After`. After a 5xx, timeout or dropped connection the
+ *   message may have been sent: retry with the same `Idempotency-Key` and Tidings looks for it at
+ *   Twilio before sending again.
+ */
+import { createHash } from 'node:crypto'
+import type { Kysely, Transaction } from 'kysely'
+import twilio from 'twilio'
+import type { Database, MessageRow } from '../db/database.ts'
+import {
+  claimIdempotencyKey, completeIdempotencyKey, isSidOfAnotherKey, markIdempotencyKeyUnknown, releaseIdempotencyKey
+} from '../db/idempotency.ts'
+import { detectTwilioChannel, normalizeAddress } from '../domain/channel.ts'
+import { AppError } from '../errors.ts'
+import { recordEvents, type IncomingEvent, type RecordHooks } from '../ingest/record-events.ts'
+import { classifyTwilioError, type TwilioClient, type TwilioClientFor } from '../providers/twilio-rest.ts'
+
+/** The request body of `POST /v1/messages`, after schema validation. */
+export interface SendRequest {
+  to: string
+  from?: string
+  messaging_service_sid?: string
+  body?: string
+  content_sid?: string
+  content_variables?: Record<string, string>
+  external_id?: string
+  metadata?: Record<string, unknown>
+  fallback?: boolean
+}
+
+/** Largest `metadata` accepted, as JSON (bytes). */
+export const METADATA_MAX_BYTES = 16 * 1024
+/** Seconds a caller is asked to wait after Twilio's 429 or an unreachable Twilio. */
+export const TWILIO_RETRY_AFTER_S = 5
+/** How far back a lookup reaches before an uncertain attempt began: clocks differ. */
+const LOOKUP_MARGIN_MS = 5 * 60_000
+
+export interface SendDeps {
+  db: Kysely<Database>
+  twilio: TwilioClientFor
+  /** `PUBLIC_BASE_URL` + `/webhooks/twilio/status`. */
+  statusCallbackUrl: string
+  /** Run inside the recording transaction (the SMS fallback). */
+  hooks: RecordHooks
+  /** Idempotency record lifetime and claim lease, in ms. */
+  idempotencyTtlMs: number
+  idempotencyLeaseMs: number
+  /** Builds the response body of a message (the same shape as `GET /v1/messages/:sid`). */
+  present: (db: Kysely<Database>, row: MessageRow) => Promise<unknown>
+}
+
+export interface SendResult {
+  status: number
+  body: unknown
+  /** True when this is the stored answer to an earlier request with the same key. */
+  replayed: boolean
+}
+
+/** The parts of a twilio-node `MessageInstance` Tidings reads. */
+interface TwilioMessage {
+  sid: string
+  status: string
+  accountSid: string
+  messagingServiceSid: string | null
+  from: string | null
+  to: string
+  body: string | null
+  errorCode: number | null
+  errorMessage: string | null
+  dateCreated: Date | null
+}
+
+const isWhatsApp = (address: string): boolean => /^whatsapp:/i.test(address)
+
+/**
+ * The rules a JSON schema cannot say well: exactly one sender, exactly one kind of content, and
+ * sizes. @throws {AppError} `invalid_payload` naming the field.
+ */
+export function checkSendRequest (r: SendRequest): void {
+  const invalid = (message: string): AppError => new AppError('invalid_payload', message)
+  if ((r.from === undefined) === (r.messaging_service_sid === undefined)) {
+    throw invalid('body.from or body.messaging_service_sid is required, not both')
+  }
+  if ((r.body === undefined) === (r.content_sid === undefined)) {
+    throw invalid('body.body or body.content_sid is required, not both')
+  }
+  if (r.content_variables !== undefined && r.content_sid === undefined) {
+    throw invalid('body.content_variables needs body.content_sid')
+  }
+  if (r.from !== undefined && isWhatsApp(r.from) !== isWhatsApp(r.to)) {
+    throw invalid('body.from must be on the same channel as body.to (both whatsapp:+E.164, or both E.164)')
+  }
+  if (r.metadata !== undefined && Buffer.byteLength(JSON.stringify(r.metadata)) > METADATA_MAX_BYTES) {
+    throw invalid(`body.metadata must be at most ${METADATA_MAX_BYTES} bytes as JSON`)
+  }
+}
+
+/** JSON with object keys sorted at every level, so equal bodies hash equal whatever their key order. */
+export function canonicalJson (value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
+  }
+  return JSON.stringify(value)
+}
+
+function eventOf (m: TwilioMessage, source: 'api' | 'reconcile'): IncomingEvent {
+  return {
+    provider: 'twilio',
+    sid: m.sid,
+    status: m.status,
+    channel: detectTwilioChannel({ sid: m.sid, from: m.from ?? undefined, to: m.to }),
+    accountSid: m.accountSid,
+    messagingServiceSid: m.messagingServiceSid,
+    from: normalizeAddress(m.from ?? undefined),
+    to: normalizeAddress(m.to),
+    errorCode: m.errorCode === null ? null : String(m.errorCode),
+    errorMessage: m.errorMessage,
+    raw: {
+      MessageSid: m.sid,
+      MessageStatus: m.status,
+      AccountSid: m.accountSid,
+      MessagingServiceSid: m.messagingServiceSid,
+      From: m.from,
+      To: m.to,
+      DateCreated: m.dateCreated?.toISOString() ?? null,
+      Source: source === 'api' ? 'create response' : 'messages list'
+    },
+    receivedAt: new Date(),
+    carrierAt: null,
+    source: 'api'
+  }
+}
+
+/** How a failed create call is answered, and whether the message may exist at Twilio. */
+function failureOf (err: unknown): { error: AppError, maybeSent: boolean, final: boolean } {
+  if (err instanceof twilio.RestException) {
+    const twilioCode = err.code !== undefined ? String(err.code) : `http_${err.status}`
+    const fields = { twilio_code: twilioCode }
+    if (err.status === 429) {
+      return {
+        error: new AppError('twilio_rate_limited', `Twilio is rate limiting this account (${twilioCode}); nothing was sent. Retry later.`, { cause: err, retryAfterS: TWILIO_RETRY_AFTER_S, fields }),
+        maybeSent: false,
+        final: false
+      }
+    }
+    if (err.status >= 500) {
+      return {
+        error: new AppError('twilio_unavailable', `Twilio answered HTTP ${err.status}; the message may or may not have been sent. Retry with the same Idempotency-Key.`, { cause: err, retryAfterS: TWILIO_RETRY_AFTER_S, fields }),
+        maybeSent: true,
+        final: false
+      }
+    }
+    if (err.status === 401 || err.status === 403) {
+      // Tidings' own credentials were refused: not the caller's fault, nothing was sent.
+      return {
+        error: new AppError('twilio_unavailable', `Twilio refused Tidings' credentials (${twilioCode}); nothing was sent`, { cause: err, retryAfterS: TWILIO_RETRY_AFTER_S, fields }),
+        maybeSent: false,
+        final: false
+      }
+    }
+    return {
+      error: new AppError('twilio_error', `Twilio refused the message: ${err.message} (${twilioCode})`, { cause: err, fields }),
+      maybeSent: false,
+      final: true
+    }
+  }
+  const failure = classifyTwilioError(err)
+  if (failure?.kind === 'retryable') {
+    return {
+      error: new AppError('twilio_unavailable', failure.maybeAccepted
+        ? `Twilio did not answer (${failure.code}); the message may or may not have been sent. Retry with the same Idempotency-Key.`
+        : `Twilio could not be reached (${failure.code}); nothing was sent`, { cause: err, retryAfterS: TWILIO_RETRY_AFTER_S }),
+      maybeSent: failure.maybeAccepted,
+      final: false
+    }
+  }
+  throw err
+}
+
+/** A message an earlier, uncertain attempt under the same key may have created at Twilio. */
+async function findEarlierSend (deps: SendDeps, client: TwilioClient, r: SendRequest, startedAt: Date): Promise<TwilioMessage | undefined> {
+  const since = new Date(startedAt.getTime() - LOOKUP_MARGIN_MS)
+  const listed = await client.messages.list({
+    to: r.to,
+    ...(r.from !== undefined ? { from: r.from } : {}),
+    dateSentAfter: since,
+    limit: 100
+  })
+  const matches = listed
+    .filter((m) => m.to === r.to)
+    .filter((m) => r.from !== undefined ? m.from === r.from : m.messagingServiceSid === r.messaging_service_sid)
+    // A template's rendered text is not known here: for content_sid sends, recipient and sender decide.
+    .filter((m) => r.body === undefined || m.body === r.body)
+    .filter((m) => m.dateCreated === null || m.dateCreated.getTime() >= since.getTime())
+    .sort((a, b) => (a.dateCreated?.getTime() ?? 0) - (b.dateCreated?.getTime() ?? 0))
+  for (const m of matches) {
+    if (!await isSidOfAnotherKey(deps.db, m.sid)) return m
+  }
+  return undefined
+}
+
+/**
+ * Sends one message (or answers for an earlier request with the same `Idempotency-Key`).
+ * @param apiKeyName - the authenticated key's name: idempotency keys are per API key.
+ * @throws {AppError} `invalid_payload`, `idempotency_key_reused`, `idempotency_in_progress`,
+ *   `twilio_error`, `twilio_rate_limited`, `twilio_unavailable`; or a database error (503).
+ */
+export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: string, idempotencyKey: string | undefined): Promise<SendResult> {
+  checkSendRequest(r)
+  let ambiguous = false
+  let attemptStartedAt = new Date()
+  if (idempotencyKey !== undefined) {
+    const claim = await claimIdempotencyKey(deps.db, {
+      apiKeyName,
+      key: idempotencyKey,
+      requestHash: createHash('sha256').update(canonicalJson(r)).digest('hex'),
+      leaseMs: deps.idempotencyLeaseMs,
+      ttlMs: deps.idempotencyTtlMs
+    })
+    if (claim.kind === 'replay') return { status: claim.status, body: claim.body, replayed: true }
+    if (claim.kind === 'reused') {
+      throw new AppError('idempotency_key_reused', 'This Idempotency-Key was used with a different request body; use a new key for a new message')
+    }
+    if (claim.kind === 'in_progress') {
+      throw new AppError('idempotency_in_progress', 'A request with this Idempotency-Key is being processed; retry after Retry-After seconds to get its result', { retryAfterS: claim.retryAfterS })
+    }
+    ambiguous = claim.ambiguous
+    attemptStartedAt = claim.attemptStartedAt
+  }
+
+  const client = deps.twilio(null)
+  let created: TwilioMessage | undefined
+  let source: 'api' | 'reconcile' = 'api'
+  try {
+    if (ambiguous) {
+      created = await findEarlierSend(deps, client, r, attemptStartedAt)
+      if (created !== undefined) source = 'reconcile'
+    }
+    created ??= await client.messages.create({
+      to: r.to,
+      ...(r.from !== undefined ? { from: r.from } : { messagingServiceSid: r.messaging_service_sid }),
+      ...(r.body !== undefined ? { body: r.body } : { contentSid: r.content_sid }),
+      ...(r.content_variables !== undefined ? { contentVariables: JSON.stringify(r.content_variables) } : {}),
+      statusCallback: deps.statusCallbackUrl
+    })
+  } catch (err) {
+    const { error, maybeSent, final } = failureOf(err)
+    if (idempotencyKey !== undefined) {
+      if (final) {
+        await completeIdempotencyKey(deps.db, apiKeyName, idempotencyKey, error.statusCode, { ...error.fields, code: error.code, message: error.message }, null)
+      } else if (maybeSent) {
+        await markIdempotencyKeyUnknown(deps.db, apiKeyName, idempotencyKey)
+      } else {
+        await releaseIdempotencyKey(deps.db, apiKeyName, idempotencyKey, ambiguous)
+      }
+    }
+    throw error
+  }
+
+  const sent = created
+  const flag = r.fallback ?? true
+  // Writes what only the caller knows, then the response and the idempotency record, in the
+  // transaction that records the initial status (or, if a callback already recorded that status,
+  // in one of its own).
+  const finish = async (trx: Transaction<Database>): Promise<{ row: MessageRow, body: unknown }> => {
+    const row = await trx.updateTable('messages')
+      .set({
+        body: r.body ?? null,
+        external_id: r.external_id ?? null,
+        metadata: r.metadata === undefined ? null : JSON.stringify(r.metadata),
+        fallback: flag
+      })
+      .where('sid', '=', sent.sid)
+      .returningAll()
+      .executeTakeFirstOrThrow()
+    const body = await deps.present(trx, row)
+    if (idempotencyKey !== undefined) await completeIdempotencyKey(trx, apiKeyName, idempotencyKey, 201, body, sent.sid)
+    return { row, body }
+  }
+  let result: { row: MessageRow, body: unknown } | undefined
+  await recordEvents(deps.db, [eventOf(sent, source)], {
+    onRecorded: async (trx, recorded) => {
+      result = await finish(trx)
+      // The fallback decides with the caller's flag and text, not the defaults the row had.
+      await deps.hooks.onRecorded?.(trx, { ...recorded, message: { ...recorded.message, fallback: flag, body: r.body ?? null } })
+    }
+  })
+  result ??= await deps.db.transaction().execute(finish)
+  return { status: 201, body: result.body, replayed: false }
+}
