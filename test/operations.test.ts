@@ -45,3 +45,15 @@ t.test('under pressure: a blocked event loop gets 503 overloaded with Retry-Afte
   const metrics = await app.inject({ method: 'GET', url: '/metrics' })
   t.match(metrics.body, /tidings_load_shed_total\{reason="[^"]+"\} [1-9]/, 'shed requests are counted')
 })
+
+t.test('under pressure: GET /health answers 503 overloaded too, never a 500', async (t) => {
+  const { app } = await buildTestApp(t, { MAX_EVENT_LOOP_DELAY_MS: '50', PRESSURE_SAMPLE_INTERVAL_MS: '100' })
+  await app.ready()
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  const until = Date.now() + 600
+  while (Date.now() < until) { /* block the event loop */ }
+  await new Promise((resolve) => setTimeout(resolve, 5))
+  const res = await app.inject({ method: 'GET', url: '/health' })
+  t.equal(res.statusCode, 503)
+  t.equal(res.json().code, 'overloaded')
+})

@@ -5,6 +5,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { sql, type Kysely } from 'kysely'
 import type { Database } from '../db/database.ts'
+import { ErrorBody } from './schemas.ts'
 
 /** How long the database probe may take, in ms. */
 export const HEALTH_DB_TIMEOUT_MS = 1000
@@ -28,7 +29,8 @@ async function databaseAnswers (db: Kysely<Database>): Promise<boolean> {
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database>, version: string }> = async (app, { db, version }) => {
   app.get('/health', {
-    schema: { summary: 'Liveness and database reachability', response: { 200: Health, 503: Health } }
+    // 503 is a Health body (database down), or an Error body when load shedding answered first.
+    schema: { summary: 'Liveness and database reachability', response: { 200: Health, 503: Type.Union([Health, ErrorBody]) } }
   }, async (_request, reply) => {
     const ok = await databaseAnswers(db)
     const body = {
