@@ -13,9 +13,10 @@ import type { DatabaseHandle } from './db/connect.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailableError } from './db/errors.ts'
 import { AppError, databaseUnavailable } from './errors.ts'
-import type { JobQueueConnection } from './fallback/queue.ts'
+import { createJobQueue, type JobQueueConnection } from './fallback/queue.ts'
 import { createFallbackService } from './fallback/service.ts'
 import { loggerOptions } from './logger.ts'
+import { startScheduledJobs } from './maintenance/scheduler.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
 import rateLimit from '@fastify/rate-limit'
@@ -129,11 +130,26 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     code: 'not_found', message: `Route ${request.method} ${request.url.split('?')[0]} not found`
   }))
 
-  // WhatsApp → SMS fallback (docs/fallback.md): its recording hook goes to the webhook route below.
-  const fallback = deps.jobQueue === undefined ? undefined : createFallbackService(config, deps.db, deps.jobQueue, app.log)
-  if (fallback !== undefined) {
-    app.addHook('onReady', fallback.start)
-    app.addHook('onClose', fallback.stop)
+  // The job queue (pg-boss) serves the WhatsApp → SMS fallback (docs/fallback.md), whose recording
+  // hook goes to the webhook route below, and the scheduled reconciliation and retention.
+  const jobs = deps.jobQueue === undefined
+    ? undefined
+    : createJobQueue(deps.jobQueue, { recoveryIntervalSeconds: config.fallback.recoveryIntervalSeconds, scheduleCheckIntervalSeconds: config.scheduleCheckIntervalS })
+  const fallback = jobs === undefined ? undefined : createFallbackService(config, deps.db, jobs, app.log)
+  if (jobs !== undefined && fallback !== undefined) {
+    // pg-boss reports background failures (maintenance, polling) as events; unhandled they would crash.
+    jobs.on('error', (err) => app.log.error({ err, component: 'jobs' }, 'job queue error'))
+    let started = false
+    app.addHook('onReady', async () => {
+      await jobs.start()
+      started = true
+      await fallback.start()
+      await startScheduledJobs({ config, db: deps.db, boss: jobs, hooks: fallback.hooks, metrics, log: app.log })
+    })
+    app.addHook('onClose', async () => {
+      if (started) await jobs.stop({ graceful: true, timeout: 10_000 })
+      started = false
+    })
   }
   app.decorate('metrics', metrics)
   // The route table, for the contract test and operators: method and URL of every route.

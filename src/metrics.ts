@@ -16,6 +16,10 @@ export interface Metrics {
   httpDuration: Histogram<'method' | 'route' | 'status_code'>
   /** Requests refused by load shedding, by reason. */
   shed: Counter<'reason'>
+  /** Reconciliation: messages looked up (or given up on), by provider and `ReconcileOutcome`. */
+  reconcile: Counter<'provider' | 'outcome'>
+  /** Rows deleted by retention, by table. */
+  retentionDeleted: Counter<'table'>
 }
 
 /** What a database pool reports about itself (PostgreSQL only). */
@@ -122,6 +126,18 @@ export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database
       name: 'tidings_events_recorded_total',
       help: 'New status events recorded, by channel and status',
       labelNames: ['channel', 'status'],
+      registers: [registry]
+    }),
+    reconcile: new Counter({
+      name: 'tidings_reconcile_total',
+      help: 'Reconciliation: messages fetched from their provider or given up on, by provider and outcome (changed, unchanged, not_found, error, rate_limited, gave_up)',
+      labelNames: ['provider', 'outcome'],
+      registers: [registry]
+    }),
+    retentionDeleted: new Counter({
+      name: 'tidings_retention_deleted_total',
+      help: 'Rows deleted by retention, by table',
+      labelNames: ['table'],
       registers: [registry]
     })
   }

@@ -3,6 +3,7 @@ import { getHeapStatistics } from 'node:v8'
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
+import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } from './maintenance.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -40,6 +41,16 @@ export const EnvSchema = Type.Object({
   // Resend email events (POST /webhooks/resend); see parseResendSecrets.
   RESEND_WEBHOOK_SECRET: Type.Optional(Type.String()),
   RESEND_ENABLED: Type.Optional(Type.Boolean()),
+  // --- reconciliation and retention (src/config/maintenance.ts); durations like 90s, 30m, 3d ---
+  RECONCILE_INTERVAL: Type.String({ default: '5m' }),
+  RECONCILE_AFTER: Type.String({ default: '30m' }),
+  RECONCILE_BATCH: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
+  RECONCILE_MAX_AGE: Type.String({ default: '3d' }),
+  RESEND_API_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  RESEND_API_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+/?$' })),
+  RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36_500, default: 90 }),
+  RETENTION_INTERVAL: Type.String({ default: '1h' }),
+  SCHEDULE_CHECK_INTERVAL: Type.String({ default: '30s' }),
   TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
   API_KEYS: Type.Optional(Type.String()),
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
@@ -95,6 +106,12 @@ export interface Config {
   twilioRequestTimeoutMs: number
   /** WhatsApp → SMS fallback (`FALLBACK_*`). */
   fallback: FallbackConfig
+  /** Reconciliation of messages stuck without a final status (`RECONCILE_*`, `RESEND_API_*`). */
+  reconcile: ReconcileConfig
+  /** Deletion of old events and engagement (`RETENTION_*`). */
+  retention: RetentionConfig
+  /** How often each process looks for due pg-boss schedules, in seconds (`SCHEDULE_CHECK_INTERVAL`). */
+  scheduleCheckIntervalS: number
   /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
   twilioAuthTokens: Map<string, string[]>
   /**
@@ -229,6 +246,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     throw new ConfigError([...new Set(problems)])
   }
   const fallback = parseFallbackConfig(parsed, problems)
+  const maintenance = parseMaintenanceConfig(parsed, problems)
   const twilioAuthTokens = parseTwilioTokens(parsed, problems)
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
   const resendWebhookSecrets = parseResendSecrets(parsed, problems)
@@ -244,6 +262,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     twilioApiBaseUrl: parsed.TWILIO_API_BASE_URL?.replace(/\/+$/, ''),
     twilioRequestTimeoutMs: parsed.TWILIO_REQUEST_TIMEOUT_MS,
     fallback,
+    ...maintenance,
     migrateOnStart: parsed.MIGRATE_ON_START,
     webhookBatch: {
       max: parsed.WEBHOOK_BATCH_MAX,

@@ -61,6 +61,10 @@ export interface MessagesTable {
   open_count: Generated<number>
   first_clicked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
   click_count: Generated<number>
+  /** Reconciliation: when the provider was last asked about this message, how often, and when Tidings stopped asking. */
+  reconciled_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+  reconcile_attempts: Generated<number>
+  reconcile_gave_up_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
 }
 
 /** One row per distinct `(message_sid, message_status)`; `id` orders timelines and streams. */

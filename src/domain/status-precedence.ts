@@ -55,6 +55,17 @@ export const RESEND_STATUS_RANK: Readonly<Record<string, number>> = Object.freez
 /** Resend statuses whose event carries the message's error (reason, bounce or suppression). */
 export const RESEND_FAILURE_STATUSES: ReadonlySet<string> = new Set(['email.failed', 'email.suppressed', 'email.bounced'])
 
+/**
+ * Statuses after which the provider reports nothing that changes delivery: reconciliation stops
+ * asking about a message once its current status is one of these. Twilio's `delivered` may still
+ * become `read`, and Resend's `email.delivered` may still become `email.complained`; those arrive by
+ * webhook and are not worth polling for.
+ */
+export const FINAL_STATUSES: Readonly<Record<Provider, ReadonlySet<string>>> = Object.freeze({
+  twilio: new Set(['canceled', 'undelivered', 'failed', 'partially_delivered', 'delivered', 'read']),
+  resend: new Set(['email.failed', 'email.suppressed', 'email.bounced', 'email.delivered', 'email.complained'])
+})
+
 /** Per provider: ranks, failure statuses, and which timestamp the first event of a status fills. */
 interface Precedence {
   ranks: Readonly<Record<string, number>>

@@ -37,16 +37,34 @@ export function jobQueueConnectionOf (handle: { url: string | undefined, pglite:
   throw new Error('the database handle has neither a URL nor a PGlite instance')
 }
 
+/** How pg-boss runs in this process (`createJobQueue`). */
+export interface JobQueueOptions {
+  /**
+   * How often supervision retries jobs whose worker died (expired), and does its other maintenance
+   * (deleting finished jobs), in seconds; pg-boss's default is 60.
+   */
+  recoveryIntervalSeconds?: number
+  /**
+   * How often this process looks for due schedules (reconciliation, retention: src/maintenance),
+   * in seconds (pg-boss `cronMonitorIntervalSeconds`). Unset: this instance runs no schedules.
+   */
+  scheduleCheckIntervalSeconds?: number
+  /** False for one-off commands (`npm run reconcile`): no supervision, monitoring or schedules. */
+  supervise?: boolean
+}
+
 /**
  * A pg-boss instance, not yet started. Its schema (`pgboss`) is created or migrated by `start()`.
- * @param opts.recoveryIntervalSeconds - how often supervision retries jobs whose worker died
- *   (expired), and does its other maintenance; pg-boss's default is 60.
+ * One instance per process serves the fallback and the scheduled maintenance jobs; across
+ * replicas pg-boss runs each schedule's occurrence once.
  */
-export function createJobQueue (connection: JobQueueConnection, opts: { recoveryIntervalSeconds?: number } = {}): PgBoss {
+export function createJobQueue (connection: JobQueueConnection, opts: JobQueueOptions = {}): PgBoss {
+  const check = opts.scheduleCheckIntervalSeconds
   const common = {
     application_name: 'tidings-jobs',
-    // Tidings schedules nothing with cron; supervision (expired jobs, retention) stays on.
-    schedule: false,
+    supervise: opts.supervise ?? true,
+    schedule: check !== undefined,
+    ...(check === undefined ? {} : { cronMonitorIntervalSeconds: check, cronWorkerIntervalSeconds: Math.min(5, check) }),
     superviseIntervalSeconds: opts.recoveryIntervalSeconds ?? 60,
     monitorIntervalSeconds: opts.recoveryIntervalSeconds ?? 60
   }
@@ -54,6 +72,15 @@ export function createJobQueue (connection: JobQueueConnection, opts: { recovery
     return new PgBoss({ ...common, db: fromPglite(connection.pglite), backend: 'pglite' })
   }
   return new PgBoss({ ...common, connectionString: connection.connectionString, max: 4 })
+}
+
+/**
+ * How long pg-boss keeps a finished job (`deleteAfterSeconds` of every Tidings queue): its default
+ * of 7 days, or `RETENTION_DAYS` when that is shorter.
+ */
+export function finishedJobRetentionSeconds (config: { retention: { days: number } }): number {
+  const week = 7 * 86_400
+  return config.retention.days > 0 ? Math.min(week, config.retention.days * 86_400) : week
 }
 
 /** Enqueues a fallback send inside `trx`: it commits or rolls back with the transaction. */

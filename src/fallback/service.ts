@@ -1,7 +1,7 @@
 /**
- * The WhatsApp → SMS fallback, assembled: the recording hook, the job queue and its workers.
- * `buildApp` creates it when it is given a job-queue connection (`server.ts` always gives one),
- * starts it when the app is ready and stops it when the app closes. See docs/fallback.md.
+ * The WhatsApp → SMS fallback, assembled: the recording hook, its queues and their workers.
+ * `buildApp` creates it when it is given a job-queue connection (`server.ts` always gives one) and
+ * starts it once the job queue has started. See docs/fallback.md.
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Kysely } from 'kysely'
@@ -10,33 +10,50 @@ import type { Database } from '../db/database.ts'
 import type { RecordHooks } from '../ingest/record-events.ts'
 import { createTwilioClients } from '../providers/twilio-rest.ts'
 import { fallbackRecordHook } from './on-recorded.ts'
+import type { PgBoss } from 'pg-boss'
 import {
-  createJobQueue, enqueueFallback, FALLBACK_DEAD_LETTER_QUEUE, FALLBACK_QUEUE,
-  type FallbackJobData, type JobQueueConnection
+  enqueueFallback, FALLBACK_DEAD_LETTER_QUEUE, FALLBACK_QUEUE, finishedJobRetentionSeconds,
+  type FallbackJobData
 } from './queue.ts'
 import { markRetriesExhausted, runFallbackAttempt } from './worker.ts'
 
 export interface FallbackService {
-  /** Pass to `recordEvents` (through the webhook route). */
+  /** Pass to `recordEvents` (through the webhook route, and reconciliation). */
   hooks: RecordHooks
-  /** Creates or migrates pg-boss's schema and queues, then starts the workers. */
+  /**
+   * Creates or updates the fallback queues, then starts the workers. The job queue must be started
+   * (`buildApp` owns it: it starts it when the app is ready and stops it, workers included, on close).
+   */
   start: () => Promise<void>
-  /** Stops the workers (in-flight attempts finish) and the queue. Idempotent. */
-  stop: () => Promise<void>
 }
 
-export function createFallbackService (config: Config, db: Kysely<Database>, connection: JobQueueConnection, log: FastifyBaseLogger): FallbackService {
-  const boss = createJobQueue(connection, { recoveryIntervalSeconds: config.fallback.recoveryIntervalSeconds })
+/** Creates the fallback queues, or applies the current settings to them (createQueue keeps an existing queue as it was). */
+export async function createFallbackQueues (boss: PgBoss, config: Config): Promise<void> {
+  await boss.createQueue(FALLBACK_DEAD_LETTER_QUEUE, { deleteAfterSeconds: finishedJobRetentionSeconds(config) })
+  const queueOptions = {
+    retryLimit: config.fallback.maxAttempts - 1,
+    retryDelay: config.fallback.retryDelaySeconds,
+    retryBackoff: true,
+    retryDelayMax: Math.max(config.fallback.retryDelaySeconds, 3600),
+    expireInSeconds: Math.ceil(leaseMsOf(config) / 1000) + 2,
+    deadLetter: FALLBACK_DEAD_LETTER_QUEUE,
+    deleteAfterSeconds: finishedJobRetentionSeconds(config)
+  }
+  await boss.createQueue(FALLBACK_QUEUE, queueOptions)
+  await boss.updateQueue(FALLBACK_QUEUE, queueOptions)
+}
+
+// An attempt makes at most three Twilio requests (fetch the text, look for an earlier send, send)
+// and a few short transactions. The job expires a little after the lease, so when a worker dies
+// the retry finds the lease run out.
+function leaseMsOf (config: Config): number {
+  return 3 * config.twilioRequestTimeoutMs + 2_000
+}
+
+export function createFallbackService (config: Config, db: Kysely<Database>, boss: PgBoss, log: FastifyBaseLogger): FallbackService {
   const fallbackLog = log.child({ component: 'fallback' })
-  // pg-boss reports background failures (maintenance, polling) as events; unhandled they would crash.
-  boss.on('error', (err) => fallbackLog.error({ err }, 'job queue error'))
   const twilio = createTwilioClients({ tokens: config.twilioAuthTokens, baseUrl: config.twilioApiBaseUrl, timeoutMs: config.twilioRequestTimeoutMs })
-  // An attempt makes at most three Twilio requests (fetch the text, look for an earlier send, send)
-  // and a few short transactions. The job expires a little after the lease, so when a worker dies
-  // the retry finds the lease run out.
-  const leaseMs = 3 * config.twilioRequestTimeoutMs + 2_000
-  let started = false
-  let stopped = false
+  const leaseMs = leaseMsOf(config)
 
   return {
     hooks: {
@@ -52,20 +69,7 @@ export function createFallbackService (config: Config, db: Kysely<Database>, con
       if (config.fallback.defaultSender === undefined && config.fallback.senderByWhatsAppFrom.size === 0) {
         fallbackLog.info('no FALLBACK_SMS_FROM, FALLBACK_MESSAGING_SERVICE_SID or FALLBACK_SMS_FROM_MAP: due fallbacks are recorded as skipped/no_sender')
       }
-      await boss.start()
-      started = true
-      await boss.createQueue(FALLBACK_DEAD_LETTER_QUEUE)
-      const queueOptions = {
-        retryLimit: config.fallback.maxAttempts - 1,
-        retryDelay: config.fallback.retryDelaySeconds,
-        retryBackoff: true,
-        retryDelayMax: Math.max(config.fallback.retryDelaySeconds, 3600),
-        expireInSeconds: Math.ceil(leaseMs / 1000) + 2,
-        deadLetter: FALLBACK_DEAD_LETTER_QUEUE
-      }
-      await boss.createQueue(FALLBACK_QUEUE, queueOptions)
-      // createQueue keeps an existing queue as it was: apply the current settings.
-      await boss.updateQueue(FALLBACK_QUEUE, queueOptions)
+      await createFallbackQueues(boss, config)
       const polling = { pollingIntervalSeconds: config.fallback.pollIntervalSeconds }
       await boss.work<FallbackJobData>(FALLBACK_QUEUE, polling, async ([job]) => {
         await runFallbackAttempt({
@@ -80,11 +84,6 @@ export function createFallbackService (config: Config, db: Kysely<Database>, con
         await markRetriesExhausted(db, job.data.fallbackId)
         fallbackLog.warn({ fallbackId: job.data.fallbackId }, 'fallback dead-lettered: attempts exhausted')
       })
-    },
-    stop: async () => {
-      if (!started || stopped) return
-      stopped = true
-      await boss.stop({ graceful: true, timeout: 10_000 })
     }
   }
 }

@@ -105,3 +105,8 @@ export function classifyTwilioError (err: unknown): TwilioFailure | undefined {
   }
   return undefined
 }
+
+/** The HTTP status of a Twilio API error (`RestException`), `undefined` for anything else. */
+export function twilioHttpStatus (err: unknown): number | undefined {
+  return err instanceof twilio.RestException ? err.status : undefined
+}

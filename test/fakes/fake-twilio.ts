@@ -8,7 +8,8 @@
  * - `GET  /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json` → the message, or 404 (20404);
  * - `GET  /2010-04-01/Accounts/{AccountSid}/Messages.json` filtered by `To`, `From`, `DateSent>`.
  * It records every request, and can be told how to answer the next sends: 429, 500, a Twilio
- * error such as 21610, slowly, or by accepting the message and then destroying the connection.
+ * error such as 21610, slowly, or by accepting the message and then destroying the connection;
+ * and the next fetches: 429 or 500.
  *
  * Simplifications: `date_sent` is set when the message is accepted (real Twilio fills it once the
  * message leaves, a moment later); statuses never move on by themselves.
@@ -71,6 +72,8 @@ export interface FakeTwilio {
   seed: (message: Partial<FakeMessage> & { sid: string, account_sid: string, to: string }) => FakeMessage
   /** Queues how the next sends are answered, one behaviour per send; afterwards sends succeed. */
   answerNextSends: (...behaviours: CreateBehaviour[]) => void
+  /** Queues HTTP errors (429, 500) for the next `GET …/Messages/{Sid}.json`, one per fetch; afterwards fetches succeed. */
+  answerNextFetches: (...statuses: number[]) => void
   /** Resolves once `count` messages were accepted through the API (rejects after `timeoutMs`). */
   waitForSent: (count: number, timeoutMs?: number) => Promise<FakeMessage[]>
   close: () => Promise<void>
@@ -129,6 +132,7 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
   const requests: FakeRequest[] = []
   const messages = new Map<string, FakeMessage>()
   const behaviours: CreateBehaviour[] = []
+  const fetchStatuses: number[] = []
   // Pending slow answers: cleared (and released) on close so the server can stop.
   const timers = new Map<NodeJS.Timeout, () => void>()
   const sentWaiters = new Set<() => void>()
@@ -155,6 +159,10 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
       if (authUser !== accountSid) return await reply.code(401).send(twilioError(401, 20003, 'Authenticate'))
 
       if (request.method === 'GET' && sid !== undefined) {
+        const status = fetchStatuses.shift()
+        if (status !== undefined) {
+          return await reply.code(status).send(twilioError(status, status === 429 ? 20429 : 20500, status === 429 ? 'Too Many Requests' : 'Internal Server Error'))
+        }
         const message = messages.get(sid)
         if (message === undefined || message.account_sid !== accountSid) {
           return await reply.code(404).send(twilioError(404, 20404, `The requested resource ${path} was not found`))
@@ -256,6 +264,7 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
       return message
     },
     answerNextSends: (...next) => { behaviours.push(...next) },
+    answerNextFetches: (...next) => { fetchStatuses.push(...next) },
     waitForSent: async (count, timeoutMs = 20_000) => {
       const deadline = Date.now() + timeoutMs
       while (sent().length < count) {

@@ -1,0 +1,182 @@
+/**
+ * Reconciliation: no message stays "sent" forever.
+ *
+ * Twilio does not retry status callbacks by default and Resend gives up after a day, so some
+ * messages never hear their final status. A pass asks the provider about messages that have had no
+ * final status for `RECONCILE_AFTER` since their last change (or since the last time it asked),
+ * oldest first, at most `RECONCILE_BATCH` of them, and records what it finds through `recordEvents`
+ * with `source: 'reconcile'`: precedence, the SMS fallback hook and the live stream apply exactly as
+ * for a webhook. Messages older than `RECONCILE_MAX_AGE` are given up on (`reconcile_gave_up_at`).
+ * A 429 stops asking that provider until the next pass. The scheduled job (`./scheduler.ts`) and
+ * `npm run reconcile` both call `runReconcile`.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely'
+import type { ReconcileConfig } from '../config/maintenance.ts'
+import type { Database, Provider } from '../db/database.ts'
+import { resendEmailToEvent, twilioResourceToEvent } from '../domain/reconcile-event.ts'
+import { FINAL_STATUSES } from '../domain/status-precedence.ts'
+import { recordEvents, type IncomingEvent, type RecordHooks } from '../ingest/record-events.ts'
+import type { Metrics } from '../metrics.ts'
+import type { ResendClient } from '../providers/resend-rest.ts'
+import { twilioHttpStatus, type TwilioClientFor } from '../providers/twilio-rest.ts'
+
+export type ReconcileOutcome = 'changed' | 'unchanged' | 'not_found' | 'error' | 'rate_limited' | 'gave_up'
+
+/** A message whose current status a pass moved. */
+export interface ReconcileChange {
+  sid: string
+  provider: Provider
+  before: string | null
+  after: string | null
+}
+
+export interface ReconcileSummary {
+  /** Messages the provider was asked about. */
+  checked: number
+  changed: ReconcileChange[]
+  /** Count per outcome (`gave_up` counts messages marked given up in this pass). */
+  outcomes: Record<ReconcileOutcome, number>
+  /** Providers that answered 429; the rest of their messages wait for the next pass. */
+  rateLimited: Provider[]
+}
+
+export interface ReconcileDeps {
+  db: Kysely<Database>
+  twilio: TwilioClientFor
+  /** `undefined` when `RESEND_API_KEY` is not set: emails are left alone. */
+  resend: ResendClient | undefined
+  /** The fallback's recording hook, so a WhatsApp failure found here still gets its SMS. */
+  hooks: RecordHooks
+  metrics?: Pick<Metrics, 'reconcile' | 'events'>
+  log: FastifyBaseLogger
+}
+
+/** Rows given up on per statement: short transactions that never hold many row locks. */
+const GIVE_UP_BATCH = 1000
+
+const ALL_FINAL = [...FINAL_STATUSES.twilio, ...FINAL_STATUSES.resend]
+
+/** No final status yet (the predicate of the `messages_reconcile_due_idx` partial index). */
+function notFinal (eb: ExpressionBuilder<Database, 'messages'>): Expression<SqlBool> {
+  return eb.and([
+    eb('reconcile_gave_up_at', 'is', null),
+    eb.or([eb('status', 'is', null), eb('status', 'not in', ALL_FINAL)])
+  ])
+}
+
+/** Marks messages older than the maximum age as given up on, in small batches; counts per provider. */
+async function giveUpStale (db: Kysely<Database>, createdBefore: Date): Promise<Record<Provider, number>> {
+  const counts: Record<Provider, number> = { twilio: 0, resend: 0 }
+  for (;;) {
+    const rows = await db.updateTable('messages')
+      .set({ reconcile_gave_up_at: sql`now()` })
+      .where('sid', 'in', (eb) => eb.selectFrom('messages')
+        .select('sid')
+        .where(notFinal)
+        .where('created_at', '<', createdBefore)
+        .limit(GIVE_UP_BATCH)
+        .forUpdate()
+        .skipLocked())
+      .returning('provider')
+      .execute()
+    for (const r of rows) counts[r.provider]++
+    if (rows.length < GIVE_UP_BATCH) return counts
+  }
+}
+
+type Lookup =
+  | { kind: 'found', event: IncomingEvent | undefined }
+  | { kind: 'not_found' | 'error', message?: string }
+  | { kind: 'rate_limited', retryAfterS: number | null }
+
+async function lookUpTwilio (deps: ReconcileDeps, sid: string, accountSid: string | null): Promise<Lookup> {
+  try {
+    const m = await deps.twilio(accountSid).messages(sid).fetch()
+    return { kind: 'found', event: twilioResourceToEvent(m, new Date()) }
+  } catch (err) {
+    const status = twilioHttpStatus(err)
+    if (status === 404) return { kind: 'not_found' }
+    if (status === 429) return { kind: 'rate_limited', retryAfterS: null }
+    return { kind: 'error', message: err instanceof Error ? err.message : String(err) }
+  }
+}
+
+async function lookUpResend (client: ResendClient, id: string): Promise<Lookup> {
+  const result = await client.getEmail(id)
+  if (result.kind === 'found') return { kind: 'found', event: resendEmailToEvent(result.email, new Date()) }
+  return result
+}
+
+/**
+ * Runs one pass.
+ * @throws the database's error (recording, selecting): the pass stops and the job fails; the next
+ *   pass starts over. Provider failures never throw: they are outcomes.
+ */
+export async function runReconcile (deps: ReconcileDeps, opts: Pick<ReconcileConfig, 'afterMs' | 'batch' | 'maxAgeMs'>): Promise<ReconcileSummary> {
+  const { db, log } = deps
+  const now = Date.now()
+  const summary: ReconcileSummary = {
+    checked: 0,
+    changed: [],
+    outcomes: { changed: 0, unchanged: 0, not_found: 0, error: 0, rate_limited: 0, gave_up: 0 },
+    rateLimited: []
+  }
+  const count = (provider: Provider, outcome: ReconcileOutcome, n = 1): void => {
+    summary.outcomes[outcome] += n
+    if (n > 0) deps.metrics?.reconcile.inc({ provider, outcome }, n)
+  }
+
+  const gaveUp = await giveUpStale(db, new Date(now - opts.maxAgeMs))
+  for (const provider of ['twilio', 'resend'] as const) count(provider, 'gave_up', gaveUp[provider])
+  if (gaveUp.twilio + gaveUp.resend > 0) log.warn({ gaveUp }, 'reconciliation gave up on messages older than RECONCILE_MAX_AGE')
+
+  const due = await db.selectFrom('messages')
+    .select(['sid', 'provider', 'account_sid', 'status'])
+    .where(notFinal)
+    .where('created_at', '>=', new Date(now - opts.maxAgeMs))
+    .where(sql<Date>`coalesce(reconciled_at, updated_at)`, '<=', new Date(now - opts.afterMs))
+    .$if(deps.resend === undefined, (qb) => qb.where('provider', '=', 'twilio'))
+    .orderBy(sql`coalesce(reconciled_at, updated_at)`)
+    .orderBy('sid')
+    .limit(opts.batch)
+    .execute()
+
+  const stopped = new Set<Provider>()
+  for (const message of due) {
+    if (stopped.has(message.provider)) continue
+    const lookup = message.provider === 'twilio'
+      ? await lookUpTwilio(deps, message.sid, message.account_sid)
+      : await lookUpResend(deps.resend as ResendClient, message.sid)
+    if (lookup.kind === 'rate_limited') {
+      // Asking again now only digs the hole deeper; the next pass starts where this one stopped.
+      stopped.add(message.provider)
+      summary.rateLimited.push(message.provider)
+      count(message.provider, 'rate_limited')
+      log.warn({ provider: message.provider, retryAfterS: lookup.retryAfterS }, 'reconciliation rate limited (429): stopping for this pass')
+      continue
+    }
+    summary.checked++
+    let outcome: ReconcileOutcome = lookup.kind === 'found' ? 'unchanged' : lookup.kind
+    if (lookup.kind === 'found' && lookup.event !== undefined) {
+      const [recorded] = await recordEvents(db, [lookup.event], deps.hooks)
+      if (recorded.outcome === 'recorded') deps.metrics?.events.inc({ channel: lookup.event.channel, status: lookup.event.status })
+      if (recorded.statusChanged) {
+        outcome = 'changed'
+        summary.changed.push({ sid: message.sid, provider: message.provider, before: message.status, after: recorded.currentStatus })
+        log.info({ sid: message.sid, before: message.status, after: recorded.currentStatus }, 'reconciliation found a new status')
+      }
+    } else if (lookup.kind === 'error') {
+      log.warn({ sid: message.sid, provider: message.provider, error: lookup.message }, 'reconciliation could not look up a message')
+    }
+    count(message.provider, outcome)
+    await db.updateTable('messages')
+      .set({ reconciled_at: sql`now()`, reconcile_attempts: sql`reconcile_attempts + 1` })
+      .where('sid', '=', message.sid)
+      .execute()
+  }
+  if (due.length > 0 || gaveUp.twilio + gaveUp.resend > 0) {
+    log.info({ due: due.length, outcomes: summary.outcomes }, 'reconciliation pass done')
+  }
+  return summary
+}
