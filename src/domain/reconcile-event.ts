@@ -1,9 +1,8 @@
 /**
  * What reconciliation found at the provider, as an event for `recordEvents` (`source: reconcile`).
  *
- * - Twilio: the Message resource (`client.messages(sid).fetch()`,
- *   https://www.twilio.com/docs/messaging/api/message-resource): its `status` is a `MessageStatus`
- *   like a callback's, with `errorCode`/`errorMessage` on failures.
+ * - Twilio: the Message resource (`client.messages(sid).fetch()`): `twilioMessageToEvent` in
+ *   `twilio-message.ts`, with `source: reconcile`.
  * - Resend: the retrieved email (`GET /emails/{id}`,
  *   https://resend.com/docs/api-reference/emails/retrieve-email): `last_event` is an event type
  *   without its `email.` prefix. `opened`/`clicked` mean the email was delivered (engagement itself
@@ -12,45 +11,7 @@
  */
 import type { IncomingEvent } from '../ingest/record-events.ts'
 import type { ResendEmail } from '../providers/resend-rest.ts'
-import { detectTwilioChannel, normalizeAddress } from './channel.ts'
 import { RESEND_STATUS_RANK } from './status-precedence.ts'
-
-/** The parts of a twilio-node `MessageInstance` reconciliation reads. */
-export interface TwilioMessageResource {
-  sid: string
-  status: string
-  accountSid: string
-  messagingServiceSid: string | null
-  from: string | null
-  to: string
-  errorCode: number | null
-  errorMessage: string | null
-  dateUpdated: Date | null
-  /** The resource as JSON (twilio-node's `toJSON()`), kept as the event's `raw`. */
-  toJSON: () => unknown
-}
-
-export function twilioResourceToEvent (m: TwilioMessageResource, receivedAt: Date): IncomingEvent {
-  const raw = m.toJSON()
-  return {
-    provider: 'twilio',
-    sid: m.sid,
-    status: m.status,
-    channel: detectTwilioChannel({ sid: m.sid, from: m.from ?? undefined, to: m.to }),
-    accountSid: m.accountSid,
-    messagingServiceSid: m.messagingServiceSid,
-    from: normalizeAddress(m.from ?? undefined),
-    to: normalizeAddress(m.to),
-    errorCode: m.errorCode === null || m.errorCode === 0 ? null : String(m.errorCode),
-    errorMessage: m.errorMessage,
-    raw: typeof raw === 'object' && raw !== null ? raw as Record<string, unknown> : { sid: m.sid, status: m.status },
-    receivedAt,
-    carrierAt: null,
-    // When Twilio last changed the message: closer to when the status happened than now.
-    occurredAt: m.dateUpdated,
-    source: 'reconcile'
-  }
-}
 
 /** The status event a retrieved email stands for, or `undefined` when `last_event` is not a ranked status. */
 export function resendStatusOf (lastEvent: string | null): string | undefined {

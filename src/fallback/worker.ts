@@ -13,11 +13,12 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { Database, FallbackRow } from '../db/database.ts'
-import { detectTwilioChannel, maskAddress, normalizeAddress } from '../domain/channel.ts'
+import { maskAddress } from '../domain/channel.ts'
 import type { SmsSender } from '../domain/fallback-policy.ts'
-import { recordEvents, type IncomingEvent } from '../ingest/record-events.ts'
+import { recordEvents } from '../ingest/record-events.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor, type TwilioFailure } from '../providers/twilio-rest.ts'
 import { claimFallback, finishFallback, isKnownFallbackSid, linkSentFallback, releaseForRetry } from './repository.ts'
+import { twilioMessageToEvent } from '../domain/twilio-message.ts'
 
 /** How far back a lookup reaches before the attempt began: clocks differ, and `DateSent` is coarse. */
 const LOOKUP_MARGIN_MS = 5 * 60_000
@@ -53,35 +54,6 @@ interface TwilioMessage {
   errorMessage: string | null
   dateCreated: Date | null
   dateSent: Date | null
-}
-
-/** The status Twilio reported when creating (or listing) the SMS, as an event: no callback carries it. */
-function eventOf (m: TwilioMessage, source: 'api' | 'reconcile'): IncomingEvent {
-  return {
-    provider: 'twilio',
-    sid: m.sid,
-    status: m.status,
-    channel: detectTwilioChannel({ sid: m.sid, from: m.from ?? undefined, to: m.to }),
-    accountSid: m.accountSid,
-    messagingServiceSid: m.messagingServiceSid,
-    from: normalizeAddress(m.from ?? undefined),
-    to: normalizeAddress(m.to),
-    errorCode: m.errorCode === null ? null : String(m.errorCode),
-    errorMessage: m.errorMessage,
-    raw: {
-      MessageSid: m.sid,
-      MessageStatus: m.status,
-      AccountSid: m.accountSid,
-      MessagingServiceSid: m.messagingServiceSid,
-      From: m.from,
-      To: m.to,
-      DateCreated: m.dateCreated?.toISOString() ?? null,
-      Source: source === 'api' ? 'create response' : 'messages list'
-    },
-    receivedAt: new Date(),
-    carrierAt: null,
-    source
-  }
 }
 
 function senderOf (f: FallbackRow): SmsSender {
@@ -127,7 +99,7 @@ async function findAccepted (
 async function recordSent (deps: FallbackWorkerDeps, f: FallbackRow, m: TwilioMessage, text: string, source: 'api' | 'reconcile'): Promise<void> {
   // The SMS row first (its initial status), then the links; a crash in between is healed by the
   // next attempt, which finds this SMS at Twilio and adopts it.
-  await recordEvents(deps.db, [eventOf(m, source)])
+  await recordEvents(deps.db, [twilioMessageToEvent(m, source)])
   await linkSentFallback(deps.db, f, m.sid, text)
 }
 

@@ -14,7 +14,8 @@ import type { FastifyBaseLogger } from 'fastify'
 import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely'
 import type { ReconcileConfig } from '../config/maintenance.ts'
 import type { Database, Provider } from '../db/database.ts'
-import { resendEmailToEvent, twilioResourceToEvent } from '../domain/reconcile-event.ts'
+import { resendEmailToEvent } from '../domain/reconcile-event.ts'
+import { twilioMessageToEvent } from '../domain/twilio-message.ts'
 import { FINAL_STATUSES } from '../domain/status-precedence.ts'
 import { recordEvents, type IncomingEvent, type RecordHooks } from '../ingest/record-events.ts'
 import type { Metrics } from '../metrics.ts'
@@ -93,7 +94,7 @@ type Lookup =
 async function lookUpTwilio (deps: ReconcileDeps, sid: string, accountSid: string | null): Promise<Lookup> {
   try {
     const m = await deps.twilio(accountSid).messages(sid).fetch()
-    return { kind: 'found', event: twilioResourceToEvent(m, new Date()) }
+    return { kind: 'found', event: twilioMessageToEvent(m, 'reconcile') }
   } catch (err) {
     const status = twilioHttpStatus(err)
     if (status === 404) return { kind: 'not_found' }

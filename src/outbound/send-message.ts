@@ -23,10 +23,10 @@ import type { Database, MessageRow } from '../db/database.ts'
 import {
   claimIdempotencyKey, completeIdempotencyKey, isSidOfAnotherKey, markIdempotencyKeyUnknown, releaseIdempotencyKey
 } from '../db/idempotency.ts'
-import { detectTwilioChannel, normalizeAddress } from '../domain/channel.ts'
 import { AppError } from '../errors.ts'
-import { recordEvents, type IncomingEvent, type RecordHooks } from '../ingest/record-events.ts'
+import { recordEvents, type RecordHooks } from '../ingest/record-events.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor } from '../providers/twilio-rest.ts'
+import { twilioMessageToEvent } from '../domain/twilio-message.ts'
 
 /** The request body of `POST /v1/messages`, after schema validation. */
 export interface SendRequest {
@@ -116,34 +116,6 @@ export function canonicalJson (value: unknown): string {
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
   }
   return JSON.stringify(value)
-}
-
-function eventOf (m: TwilioMessage, source: 'api' | 'reconcile'): IncomingEvent {
-  return {
-    provider: 'twilio',
-    sid: m.sid,
-    status: m.status,
-    channel: detectTwilioChannel({ sid: m.sid, from: m.from ?? undefined, to: m.to }),
-    accountSid: m.accountSid,
-    messagingServiceSid: m.messagingServiceSid,
-    from: normalizeAddress(m.from ?? undefined),
-    to: normalizeAddress(m.to),
-    errorCode: m.errorCode === null ? null : String(m.errorCode),
-    errorMessage: m.errorMessage,
-    raw: {
-      MessageSid: m.sid,
-      MessageStatus: m.status,
-      AccountSid: m.accountSid,
-      MessagingServiceSid: m.messagingServiceSid,
-      From: m.from,
-      To: m.to,
-      DateCreated: m.dateCreated?.toISOString() ?? null,
-      Source: source === 'api' ? 'create response' : 'messages list'
-    },
-    receivedAt: new Date(),
-    carrierAt: null,
-    source: 'api'
-  }
 }
 
 /** How a failed create call is answered, and whether the message may exist at Twilio. */
@@ -293,7 +265,7 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
     return { row, body }
   }
   let result: { row: MessageRow, body: unknown } | undefined
-  await recordEvents(deps.db, [eventOf(sent, source)], {
+  await recordEvents(deps.db, [twilioMessageToEvent(sent, source)], {
     onRecorded: async (trx, recorded) => {
       result = await finish(trx)
       // The fallback decides with the caller's flag and text, not the defaults the row had.
