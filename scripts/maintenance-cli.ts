@@ -4,23 +4,14 @@
  * and a logger on stderr so stdout carries only the command's report.
  */
 import pino, { type Logger } from 'pino'
-import { ConfigError, loadConfig, type Config } from '../src/config/config.ts'
+import { loadConfigOrExit, type Config } from '../src/config/config.ts'
 import { openDatabase, type DatabaseHandle } from '../src/db/connect.ts'
 import { loggerOptions } from '../src/logger.ts'
 
 export interface Cli { config: Config, database: DatabaseHandle, log: Logger }
 
 export async function startCli (): Promise<Cli> {
-  let config: Config
-  try {
-    config = loadConfig(process.env)
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\nSee .env.example for every variable.\n`)
-      process.exit(1)
-    }
-    throw err
-  }
+  const config = loadConfigOrExit(process.env)
   const log = pino(loggerOptions(config.logLevel), pino.destination(2))
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,

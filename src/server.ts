@@ -5,7 +5,7 @@
  */
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.ts'
-import { ConfigError, loadConfig } from './config/config.ts'
+import { loadConfigOrExit } from './config/config.ts'
 import { openDatabase } from './db/connect.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { jobQueueConnectionOf } from './fallback/queue.ts'
@@ -14,16 +14,7 @@ import { jobQueueConnectionOf } from './fallback/queue.ts'
 const SHUTDOWN_DELAY_MS = 10_000
 
 async function main (): Promise<void> {
-  let config
-  try {
-    config = loadConfig(process.env)
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\nSee .env.example for every variable.\n`)
-      process.exit(1)
-    }
-    throw err
-  }
+  const config = loadConfigOrExit(process.env)
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,

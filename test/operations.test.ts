@@ -3,6 +3,15 @@ import { buildTestApp, messageSid, postCallback, smsCallback } from './helpers/a
 
 const METRICS_TOKEN = 'metrics_token_0123456789'
 
+/** Lets load sampling start, blocks the event loop for 600 ms, then lets the sample land. */
+async function blockEventLoop (app: { ready: () => PromiseLike<unknown> }): Promise<void> {
+  await app.ready()
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  const until = Date.now() + 600
+  while (Date.now() < until) { /* block the event loop */ }
+  await new Promise((resolve) => setTimeout(resolve, 5))
+}
+
 t.test('GET /metrics', async (t) => {
   const { app } = await buildTestApp(t, { METRICS_TOKEN })
   await postCallback(app, smsCallback(messageSid(), 'delivered'))
@@ -27,11 +36,7 @@ t.test('GET /metrics', async (t) => {
 
 t.test('under pressure: a blocked event loop gets 503 overloaded with Retry-After, not a timeout', async (t) => {
   const { app } = await buildTestApp(t, { MAX_EVENT_LOOP_DELAY_MS: '50', PRESSURE_SAMPLE_INTERVAL_MS: '100' })
-  await app.ready()
-  await new Promise((resolve) => setTimeout(resolve, 250))
-  const until = Date.now() + 600
-  while (Date.now() < until) { /* block the event loop */ }
-  await new Promise((resolve) => setTimeout(resolve, 5))
+  await blockEventLoop(app)
   const res = await postCallback(app, smsCallback(messageSid(), 'sent'))
   t.equal(res.statusCode, 503)
   t.equal(res.json().code, 'overloaded')
@@ -48,11 +53,7 @@ t.test('under pressure: a blocked event loop gets 503 overloaded with Retry-Afte
 
 t.test('under pressure: GET /health answers 503 overloaded too, never a 500', async (t) => {
   const { app } = await buildTestApp(t, { MAX_EVENT_LOOP_DELAY_MS: '50', PRESSURE_SAMPLE_INTERVAL_MS: '100' })
-  await app.ready()
-  await new Promise((resolve) => setTimeout(resolve, 250))
-  const until = Date.now() + 600
-  while (Date.now() < until) { /* block the event loop */ }
-  await new Promise((resolve) => setTimeout(resolve, 5))
+  await blockEventLoop(app)
   const res = await app.inject({ method: 'GET', url: '/health' })
   t.equal(res.statusCode, 503)
   t.equal(res.json().code, 'overloaded')

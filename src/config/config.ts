@@ -285,3 +285,19 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000)
   }
 }
+
+/**
+ * `loadConfig` for entry points (the server, the CLI scripts): on a `ConfigError`, prints every
+ * problem to stderr and exits 1.
+ */
+export function loadConfigOrExit (env: Record<string, string | undefined>): Config {
+  try {
+    return loadConfig(env)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\nSee .env.example for every variable.\n`)
+      process.exit(1)
+    }
+    throw err
+  }
+}

@@ -18,7 +18,7 @@ import type { SmsSender } from '../domain/fallback-policy.ts'
 import { recordEvents } from '../ingest/record-events.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor, type TwilioFailure } from '../providers/twilio-rest.ts'
 import { claimFallback, finishFallback, isKnownFallbackSid, linkSentFallback, releaseForRetry } from './repository.ts'
-import { twilioMessageToEvent } from '../domain/twilio-message.ts'
+import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
 
 /** How far back a lookup reaches before the attempt began: clocks differ, and `DateSent` is coarse. */
 const LOOKUP_MARGIN_MS = 5 * 60_000
@@ -42,16 +42,8 @@ export class FallbackRetryError extends Error {
 }
 
 /** The parts of a twilio-node `MessageInstance` Tidings reads. */
-interface TwilioMessage {
-  sid: string
-  status: string
-  accountSid: string
-  messagingServiceSid: string | null
-  from: string | null
-  to: string
+interface TwilioMessage extends TwilioMessageResource {
   body: string | null
-  errorCode: number | null
-  errorMessage: string | null
   dateCreated: Date | null
   dateSent: Date | null
 }

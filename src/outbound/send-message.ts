@@ -26,7 +26,7 @@ import {
 import { AppError } from '../errors.ts'
 import { recordEvents, type RecordHooks } from '../ingest/record-events.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor } from '../providers/twilio-rest.ts'
-import { twilioMessageToEvent } from '../domain/twilio-message.ts'
+import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
 
 /** The request body of `POST /v1/messages`, after schema validation. */
 export interface SendRequest {
@@ -70,16 +70,8 @@ export interface SendResult {
 }
 
 /** The parts of a twilio-node `MessageInstance` Tidings reads. */
-interface TwilioMessage {
-  sid: string
-  status: string
-  accountSid: string
-  messagingServiceSid: string | null
-  from: string | null
-  to: string
+interface TwilioMessage extends TwilioMessageResource {
   body: string | null
-  errorCode: number | null
-  errorMessage: string | null
   dateCreated: Date | null
 }
 
