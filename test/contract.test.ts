@@ -1,4 +1,6 @@
+import { Validator } from '@seriousme/openapi-schema-validator'
 import t from 'tap'
+import { OPENAPI_PATH } from '../src/routes/docs.ts'
 import { buildTestApp } from './helpers/app.ts'
 import { UNDOCUMENTED, checkResponse, spec, toOpenApiPath } from './helpers/contract.ts'
 
@@ -31,4 +33,11 @@ t.test('GET /openapi.yaml and /docs serve the contract', async (t) => {
   const docs = await app.inject({ method: 'GET', url: '/docs/' })
   t.equal(docs.statusCode, 200)
   t.match(docs.body, /swagger/i)
+})
+
+t.test('openapi.yaml is a valid OpenAPI 3.1 document', async (t) => {
+  const validator = new Validator()
+  const result = await validator.validate(OPENAPI_PATH)
+  t.ok(result.valid, JSON.stringify(result.errors ?? [], null, 2).slice(0, 2000))
+  t.equal(validator.version, '3.1')
 })
