@@ -185,7 +185,11 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     sampleInterval: config.pressure.sampleIntervalMs,
     // Utilisation over the last interval: a cumulative figure since start-up hides a saturated minute.
     eventLoopUtilizationMode: 'interval',
-    pressureHandler: (_request, reply, type) => {
+    pressureHandler: (_request, reply, type, value) => {
+      // An infinite delay means the last sample interval had no samples at all: one synchronous
+      // block (start-up: PGlite's WASM, migrations) that is over, since this request is running.
+      // Shedding on it would refuse the first second of traffic after every start.
+      if (type === 'eventLoopDelay' && value === Infinity) return
       metrics.shed.inc({ reason: String(type) })
       reply.code(503).header('retry-after', '5').send({ code: 'overloaded', message: `Tidings is overloaded (${String(type)}); retry later` })
     }

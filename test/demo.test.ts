@@ -1,0 +1,15 @@
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import t from 'tap'
+
+t.test('npm run demo: starts on embedded PGlite with the FAKE Twilio API and every history ends right', async (t) => {
+  const script = fileURLToPath(new URL('../scripts/demo.ts', import.meta.url))
+  // Right after start-up, as a newcomer would run it: no waiting for readiness in between.
+  const { stdout } = await promisify(execFile)(process.execPath, [script], { env: { PATH: process.env.PATH }, timeout: 90_000 })
+  t.match(stdout, /FAKE Twilio REST API/)
+  t.notMatch(stdout, /→ 503|✘/, 'no callback refused, no history wrong')
+  t.match(stdout, /fallback state: sent; the FAKE Twilio API received 1 SMS/)
+  t.match(stdout, /✔ SMS fallback of the 63049 WhatsApp message/)
+  t.match(stdout, /Every message ended in the right status\./)
+})
