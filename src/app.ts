@@ -29,7 +29,7 @@ import { EventBatcher } from './ingest/batcher.ts'
 import { messageRoutes } from './routes/messages.ts'
 import { sendRoutes } from './routes/send.ts'
 import { statsRoutes } from './routes/stats.ts'
-import { createTwilioClients } from './providers/twilio-rest.ts'
+import { twilioClientsOf } from './providers/twilio-rest.ts'
 import { streamRoutes } from './routes/stream.ts'
 import { EventHub } from './stream/event-hub.ts'
 import { twilioStatusRoutes } from './webhooks/twilio-status.ts'
@@ -237,7 +237,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     await v1.register(messageRoutes, { db: deps.db })
     await v1.register(sendRoutes, {
       db: deps.db,
-      twilio: createTwilioClients({ tokens: config.twilioAuthTokens, baseUrl: config.twilioApiBaseUrl, timeoutMs: config.twilioRequestTimeoutMs }),
+      twilio: twilioClientsOf(config),
       statusCallbackUrl: `${config.publicBaseUrl}/webhooks/twilio/status`,
       hooks: fallback?.hooks ?? {},
       idempotencyTtlMs: config.idempotencyTtlMs,

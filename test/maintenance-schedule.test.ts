@@ -16,7 +16,7 @@ import { startFakeTwilio } from './fakes/fake-twilio.ts'
 import { ACCOUNT_SID, messageSid } from './helpers/app.ts'
 import { createTestDatabase } from './helpers/database.ts'
 import { fallbackEnv, messageRow, sleep, waitFor } from './helpers/fallback.ts'
-import { age, twilioFetches } from './helpers/reconcile.ts'
+import { insertStuckMessage, twilioFetches } from './helpers/reconcile.ts'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -28,25 +28,17 @@ const { db, url, handle } = await createTestDatabase(t)
 /** A Twilio SMS stuck at `sent` for 45 minutes, which the fake reports as `status`. */
 async function stuckSms (status: string): Promise<string> {
   const sid = messageSid()
-  await db.insertInto('messages').values({
+  await insertStuckMessage(db, {
     sid,
     provider: 'twilio',
     channel: 'sms',
     account_sid: ACCOUNT_SID,
-    messaging_service_sid: null,
     from_address: '+14155550100',
     to_address: '+15558675310',
     status: 'sent',
     status_rank: 5,
-    error_code: null,
-    error_message: null,
-    body: null,
-    sent_at: new Date(),
-    delivered_at: null,
-    read_at: null,
-    failed_at: null
-  }).execute()
-  await age(db, sid, 45)
+    sent_at: new Date()
+  })
   fake.seed({ sid, account_sid: ACCOUNT_SID, to: '+15558675310', status })
   return sid
 }

@@ -5,7 +5,7 @@
 import t from 'tap'
 import { ACCOUNT_SID, apiGet, messageSid, postCallback, smsCallback } from './helpers/app.ts'
 import { messageRow, randomNumber, SMS_FROM, storeWhatsAppMessage, waitForFallback, WA_FROM } from './helpers/fallback.ts'
-import { age, buildReconcileApp, twilioFetches } from './helpers/reconcile.ts'
+import { age, buildReconcileApp, insertStuckMessage, twilioFetches } from './helpers/reconcile.ts'
 
 const { app, db, fake, resend, reconcile } = await buildReconcileApp(t)
 const TO = '+15558675310'
@@ -155,25 +155,16 @@ t.test('reconcile: an unknown message (404) and a Twilio 500 are counted and ret
 
 t.test('reconcile: a Resend email stuck at email.sent is reconciled from the Resend API', async (t) => {
   const insertEmail = async (id: string): Promise<void> => {
-    await db.insertInto('messages').values({
+    await insertStuckMessage(db, {
       sid: id,
       provider: 'resend',
       channel: 'email',
-      account_sid: null,
-      messaging_service_sid: null,
       from_address: 'onboarding@example.com',
       to_address: 'someone@example.com',
       status: 'email.sent',
       status_rank: 2,
-      error_code: null,
-      error_message: null,
-      body: null,
-      sent_at: new Date(),
-      delivered_at: null,
-      read_at: null,
-      failed_at: null
-    }).execute()
-    await age(db, id, 45)
+      sent_at: new Date()
+    })
   }
   const delivered = resend.seed({ last_event: 'delivered' })
   const opened = resend.seed({ last_event: 'opened' })

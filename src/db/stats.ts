@@ -16,6 +16,7 @@
  */
 import { sql, type Kysely, type SqlBool, type ExpressionBuilder } from 'kysely'
 import type { Channel, Database } from './database.ts'
+import { FAILURE_STATUSES, RESEND_FAILURE_STATUSES } from '../domain/status-precedence.ts'
 
 export interface StatsFilter {
   since?: Date
@@ -24,7 +25,8 @@ export interface StatsFilter {
 }
 
 export const DELIVERED_STATUSES = ['delivered', 'read', 'email.delivered', 'email.complained'] as const
-export const FAILED_STATUSES = ['undelivered', 'failed', 'email.bounced', 'email.failed', 'email.suppressed'] as const
+/** Failed for good: the statuses that carry an error, as status precedence defines them. */
+export const FAILED_STATUSES: readonly string[] = [...FAILURE_STATUSES, ...RESEND_FAILURE_STATUSES]
 const EMAIL_DELIVERED = ['email.delivered', 'email.complained'] as const
 /** How many error codes `failuresByErrorCode` lists. */
 export const TOP_ERROR_CODES = 20

@@ -8,7 +8,7 @@ import type { Kysely } from 'kysely'
 import type { Config } from '../config/config.ts'
 import type { Database } from '../db/database.ts'
 import type { RecordHooks } from '../ingest/record-events.ts'
-import { createTwilioClients } from '../providers/twilio-rest.ts'
+import { twilioClientsOf } from '../providers/twilio-rest.ts'
 import { fallbackRecordHook } from './on-recorded.ts'
 import type { PgBoss } from 'pg-boss'
 import {
@@ -52,7 +52,7 @@ function leaseMsOf (config: Config): number {
 
 export function createFallbackService (config: Config, db: Kysely<Database>, boss: PgBoss, log: FastifyBaseLogger): FallbackService {
   const fallbackLog = log.child({ component: 'fallback' })
-  const twilio = createTwilioClients({ tokens: config.twilioAuthTokens, baseUrl: config.twilioApiBaseUrl, timeoutMs: config.twilioRequestTimeoutMs })
+  const twilio = twilioClientsOf(config)
   const leaseMs = leaseMsOf(config)
 
   return {

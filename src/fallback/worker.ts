@@ -19,9 +19,7 @@ import { recordEvents } from '../ingest/record-events.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor, type TwilioFailure } from '../providers/twilio-rest.ts'
 import { claimFallback, finishFallback, isKnownFallbackSid, linkSentFallback, releaseForRetry } from './repository.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
-
-/** How far back a lookup reaches before the attempt began: clocks differ, and `DateSent` is coarse. */
-const LOOKUP_MARGIN_MS = 5 * 60_000
+import { findEarlierSend } from '../providers/twilio-lookup.ts'
 
 export interface FallbackWorkerDeps {
   db: Kysely<Database>
@@ -66,28 +64,6 @@ async function fetchBody (client: TwilioClient, sid: string): Promise<string | n
   }
 }
 
-/** An SMS this fallback already sent in an attempt whose outcome Tidings did not record. */
-async function findAccepted (
-  deps: FallbackWorkerDeps, client: TwilioClient, f: FallbackRow, to: string, sender: SmsSender, text: string
-): Promise<TwilioMessage | undefined> {
-  const since = new Date((f.attempt_started_at ?? new Date()).getTime() - LOOKUP_MARGIN_MS)
-  const listed = await client.messages.list({
-    to,
-    ...('from' in sender ? { from: sender.from } : {}),
-    dateSentAfter: since,
-    limit: 100
-  })
-  const matches = listed
-    .filter((m) => m.to === to && m.body === text)
-    .filter((m) => 'from' in sender ? m.from === sender.from : m.messagingServiceSid === sender.messagingServiceSid)
-    .filter((m) => m.dateCreated === null || m.dateCreated.getTime() >= since.getTime())
-    .sort((a, b) => (a.dateCreated?.getTime() ?? 0) - (b.dateCreated?.getTime() ?? 0))
-  for (const m of matches) {
-    if (!await isKnownFallbackSid(deps.db, m.sid)) return m
-  }
-  return undefined
-}
-
 async function recordSent (deps: FallbackWorkerDeps, f: FallbackRow, m: TwilioMessage, text: string, source: 'api' | 'reconcile'): Promise<void> {
   // The SMS row first (its initial status), then the links; a crash in between is healed by the
   // next attempt, which finds this SMS at Twilio and adopts it.
@@ -122,7 +98,14 @@ export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: 
     }
 
     if (ambiguous) {
-      const found = await findAccepted(deps, client, fallback, to, sender, text)
+      // An SMS this fallback already sent in an attempt whose outcome Tidings did not record.
+      const found = await findEarlierSend(client, {
+        to,
+        sender,
+        body: text,
+        startedAt: fallback.attempt_started_at ?? new Date(),
+        isTaken: async (sid) => await isKnownFallbackSid(deps.db, sid)
+      })
       if (found !== undefined) {
         await recordSent(deps, fallback, found, text, 'reconcile')
         log.info({ smsSid: found.sid }, 'fallback SMS found at Twilio from an earlier attempt; adopted')

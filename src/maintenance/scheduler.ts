@@ -17,7 +17,7 @@ import { finishedJobRetentionSeconds } from '../fallback/queue.ts'
 import type { RecordHooks } from '../ingest/record-events.ts'
 import type { Metrics } from '../metrics.ts'
 import { createResendClient, type ResendClient } from '../providers/resend-rest.ts'
-import { createTwilioClients } from '../providers/twilio-rest.ts'
+import { twilioClientsOf } from '../providers/twilio-rest.ts'
 import { runReconcile, type ReconcileDeps } from './reconcile.ts'
 import { runRetention } from './retention.ts'
 
@@ -39,7 +39,7 @@ export function resendClientOf (config: Config): ResendClient | undefined {
 export function reconcileDepsOf (config: Config, db: Kysely<Database>, hooks: RecordHooks, log: FastifyBaseLogger, metrics?: Metrics): ReconcileDeps {
   return {
     db,
-    twilio: createTwilioClients({ tokens: config.twilioAuthTokens, baseUrl: config.twilioApiBaseUrl, timeoutMs: config.twilioRequestTimeoutMs }),
+    twilio: twilioClientsOf(config),
     resend: resendClientOf(config),
     hooks,
     metrics,

@@ -25,8 +25,9 @@ import {
 } from '../db/idempotency.ts'
 import { AppError } from '../errors.ts'
 import { recordEvents, type RecordHooks } from '../ingest/record-events.ts'
-import { classifyTwilioError, type TwilioClient, type TwilioClientFor } from '../providers/twilio-rest.ts'
+import { classifyTwilioError, type TwilioClientFor } from '../providers/twilio-rest.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
+import { findEarlierSend } from '../providers/twilio-lookup.ts'
 
 /** The request body of `POST /v1/messages`, after schema validation. */
 export interface SendRequest {
@@ -45,8 +46,6 @@ export interface SendRequest {
 export const METADATA_MAX_BYTES = 16 * 1024
 /** Seconds a caller is asked to wait after Twilio's 429 or an unreachable Twilio. */
 export const TWILIO_RETRY_AFTER_S = 5
-/** How far back a lookup reaches before an uncertain attempt began: clocks differ. */
-const LOOKUP_MARGIN_MS = 5 * 60_000
 
 export interface SendDeps {
   db: Kysely<Database>
@@ -156,28 +155,6 @@ function failureOf (err: unknown): { error: AppError, maybeSent: boolean, final:
   throw err
 }
 
-/** A message an earlier, uncertain attempt under the same key may have created at Twilio. */
-async function findEarlierSend (deps: SendDeps, client: TwilioClient, r: SendRequest, startedAt: Date): Promise<TwilioMessage | undefined> {
-  const since = new Date(startedAt.getTime() - LOOKUP_MARGIN_MS)
-  const listed = await client.messages.list({
-    to: r.to,
-    ...(r.from !== undefined ? { from: r.from } : {}),
-    dateSentAfter: since,
-    limit: 100
-  })
-  const matches = listed
-    .filter((m) => m.to === r.to)
-    .filter((m) => r.from !== undefined ? m.from === r.from : m.messagingServiceSid === r.messaging_service_sid)
-    // A template's rendered text is not known here: for content_sid sends, recipient and sender decide.
-    .filter((m) => r.body === undefined || m.body === r.body)
-    .filter((m) => m.dateCreated === null || m.dateCreated.getTime() >= since.getTime())
-    .sort((a, b) => (a.dateCreated?.getTime() ?? 0) - (b.dateCreated?.getTime() ?? 0))
-  for (const m of matches) {
-    if (!await isSidOfAnotherKey(deps.db, m.sid)) return m
-  }
-  return undefined
-}
-
 /**
  * Sends one message (or answers for an earlier request with the same `Idempotency-Key`).
  * @param apiKeyName - the authenticated key's name: idempotency keys are per API key.
@@ -212,7 +189,14 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
   let source: 'api' | 'reconcile' = 'api'
   try {
     if (ambiguous) {
-      created = await findEarlierSend(deps, client, r, attemptStartedAt)
+      // A message an earlier, uncertain attempt under the same key may have created at Twilio.
+      created = await findEarlierSend(client, {
+        to: r.to,
+        sender: r.from !== undefined ? { from: r.from } : { messagingServiceSid: r.messaging_service_sid as string },
+        body: r.body,
+        startedAt: attemptStartedAt,
+        isTaken: async (sid) => await isSidOfAnotherKey(deps.db, sid)
+      })
       if (created !== undefined) source = 'reconcile'
     }
     created ??= await client.messages.create({

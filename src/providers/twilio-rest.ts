@@ -11,6 +11,7 @@
  * query is the one place that needs to know.
  */
 import twilio from 'twilio'
+import type { Config } from '../config/config.ts'
 
 export type TwilioClient = twilio.Twilio
 
@@ -65,6 +66,11 @@ export function createTwilioClients (opts: TwilioRestOptions): TwilioClientFor {
     }
     return client
   }
+}
+
+/** The client factory for Tidings' configuration (tokens, `TWILIO_API_BASE_URL`, request timeout). */
+export function twilioClientsOf (config: Pick<Config, 'twilioAuthTokens' | 'twilioApiBaseUrl' | 'twilioRequestTimeoutMs'>): TwilioClientFor {
+  return createTwilioClients({ tokens: config.twilioAuthTokens, baseUrl: config.twilioApiBaseUrl, timeoutMs: config.twilioRequestTimeoutMs })
 }
 
 /**

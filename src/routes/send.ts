@@ -9,21 +9,13 @@ import type { Database, MessageRow } from '../db/database.ts'
 import { deleteExpiredIdempotencyKeys } from '../db/idempotency.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { fallbackFieldsOf, FallbackFields } from '../fallback/api.ts'
-import type { RecordHooks } from '../ingest/record-events.ts'
 import { registerMessage } from '../outbound/register-message.ts'
-import { sendMessage } from '../outbound/send-message.ts'
-import type { TwilioClientFor } from '../providers/twilio-rest.ts'
+import { sendMessage, type SendDeps } from '../outbound/send-message.ts'
 import { toMessageBody } from './messages.ts'
 import { ErrorBody, Message } from './schemas.ts'
 
-export interface SendRoutesOptions {
-  db: Kysely<Database>
-  twilio: TwilioClientFor
-  statusCallbackUrl: string
-  hooks: RecordHooks
-  idempotencyTtlMs: number
-  idempotencyLeaseMs: number
-}
+/** What sending needs, except how a message is presented: that is this file's job. */
+export type SendRoutesOptions = Omit<SendDeps, 'present'>
 
 // Twilio's formats: https://www.twilio.com/docs/glossary/what-e164 and the Message resource.
 const PHONE = '^(whatsapp:)?\\+[1-9][0-9]{6,14}$'

@@ -5,7 +5,7 @@
  */
 import { sql, type Kysely } from 'kysely'
 import type { ReconcileConfig } from '../../src/config/maintenance.ts'
-import type { Database } from '../../src/db/database.ts'
+import type { Database, NewMessageRow } from '../../src/db/database.ts'
 import { createJobQueue } from '../../src/fallback/queue.ts'
 import { createFallbackQueues, createFallbackService } from '../../src/fallback/service.ts'
 import { runReconcile, type ReconcileSummary } from '../../src/maintenance/reconcile.ts'
@@ -58,4 +58,10 @@ export async function age (db: Kysely<Database>, sid: string, minutes: number, o
 /** `GET …/Messages/{sid}.json` requests the fake Twilio received for `sid`. */
 export function twilioFetches (fake: FallbackTestApp['fake'], sid: string): number {
   return fake.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/Messages/${sid}.json`)).length
+}
+
+/** Inserts a message as if its last callback came `minutes` ago (columns left out are null). */
+export async function insertStuckMessage (db: Kysely<Database>, row: NewMessageRow, minutes = 45): Promise<void> {
+  await db.insertInto('messages').values(row).execute()
+  await age(db, row.sid, minutes)
 }
