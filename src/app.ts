@@ -4,15 +4,15 @@
  * database, builds, listens and shuts down.
  */
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Kysely } from 'kysely'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config/config.ts'
 import type { DatabaseHandle } from './db/connect.ts'
 import type { Database } from './db/database.ts'
-import { isDatabaseUnavailableError } from './db/errors.ts'
-import { AppError, databaseUnavailable } from './errors.ts'
+import { AppError } from './errors.ts'
+import { installErrorHandler } from './http/error-handler.ts'
 import { createJobQueue, type JobQueueConnection } from './fallback/queue.ts'
 import { createFallbackService } from './fallback/service.ts'
 import { loggerOptions } from './logger.ts'
@@ -20,9 +20,8 @@ import { startScheduledJobs } from './maintenance/scheduler.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
 import rateLimit from '@fastify/rate-limit'
-import underPressure from '@fastify/under-pressure'
-import { matchApiKey } from './plugins/api-key-auth.ts'
-import { createHash } from 'node:crypto'
+import { loadShedding } from './plugins/load-shedding.ts'
+import { metricsRoutes } from './routes/metrics.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
 import { EventBatcher } from './ingest/batcher.ts'
@@ -53,29 +52,6 @@ export interface AppDeps {
   poolStats?: DatabaseHandle['poolStats']
 }
 
-/** Maps Fastify's own errors to the catalogue's codes. */
-function fastifyErrorCode (err: FastifyError): { status: number, code: string } | undefined {
-  switch (err.code) {
-    case 'FST_ERR_CTP_BODY_TOO_LARGE': return { status: 413, code: 'payload_too_large' }
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return { status: 415, code: 'unsupported_media_type' }
-  }
-  if (err.validation !== undefined) return { status: 400, code: 'invalid_payload' }
-  if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
-    return { status: err.statusCode, code: err.statusCode === 404 ? 'not_found' : 'invalid_payload' }
-  }
-  return undefined
-}
-
-/** `body.to must match pattern …`, naming the field, also for an unexpected property. */
-function validationMessage (err: FastifyError): string {
-  const first = err.validation?.[0]
-  const extra = first?.params?.additionalProperty
-  const where = `${err.validationContext ?? 'request'}${first?.instancePath ?? ''}`.replace(/\//g, '.')
-  return typeof extra === 'string'
-    ? `${where}.${extra} is not a known property`
-    : `${where} ${first?.message ?? 'is invalid'}`
-}
-
 /**
  * Builds the Fastify app. Does not listen and does not migrate.
  * @param config - validated configuration (`loadConfig`).
@@ -98,37 +74,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  app.setErrorHandler((err: FastifyError, request, reply) => {
-    let status: number
-    let code: string
-    let message: string
-    let fields: Readonly<Record<string, string>> | undefined
-    if (err instanceof AppError) {
-      status = err.statusCode; code = err.code; message = err.message; fields = err.fields
-      if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS))
-    } else if (isDatabaseUnavailableError(err)) {
-      const unavailable = databaseUnavailable(err)
-      status = unavailable.statusCode; code = unavailable.code; message = unavailable.message
-      reply.header('retry-after', String(unavailable.retryAfterS))
-    } else {
-      const mapped = fastifyErrorCode(err)
-      if (mapped !== undefined) {
-        status = mapped.status; code = mapped.code
-        message = err.validation !== undefined
-          ? validationMessage(err)
-          : err.message
-      } else {
-        status = 500; code = 'internal_error'; message = 'Internal server error'
-      }
-    }
-    if (status >= 500) request.log.error({ err }, 'request failed')
-    else request.log.info({ code, status }, message)
-    return reply.code(status).send({ ...fields, code, message })
-  })
-
-  app.setNotFoundHandler((request, reply) => reply.code(404).send({
-    code: 'not_found', message: `Route ${request.method} ${request.url.split('?')[0]} not found`
-  }))
+  installErrorHandler(app)
 
   // The job queue (pg-boss) serves the WhatsApp → SMS fallback (docs/fallback.md), whose recording
   // hook goes to the webhook route below, and the scheduled reconciliation and retention.
@@ -176,37 +122,11 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     }, reply.elapsedTime / 1000)
   })
 
-  // Load shedding: a saturated process answers 503 with Retry-After at once (providers retry)
-  // instead of letting requests time out.
-  await app.register(underPressure, {
-    maxEventLoopDelay: config.pressure.maxEventLoopDelayMs,
-    maxEventLoopUtilization: config.pressure.maxEventLoopUtilization,
-    maxHeapUsedBytes: config.pressure.maxHeapUsedBytes,
-    sampleInterval: config.pressure.sampleIntervalMs,
-    // Utilisation over the last interval: a cumulative figure since start-up hides a saturated minute.
-    eventLoopUtilizationMode: 'interval',
-    pressureHandler: (_request, reply, type, value) => {
-      // An infinite delay means the last sample interval had no samples at all: one synchronous
-      // block (start-up: PGlite's WASM, migrations) that is over, since this request is running.
-      // Shedding on it would refuse the first second of traffic after every start.
-      if (type === 'eventLoopDelay' && value === Infinity) return
-      metrics.shed.inc({ reason: String(type) })
-      reply.code(503).header('retry-after', '5').send({ code: 'overloaded', message: `Tidings is overloaded (${String(type)}); retry later` })
-    }
-  })
+  await app.register(loadShedding, { config, metrics })
 
   await app.register(healthRoutes, { db: deps.db, version: pkg.version })
   await app.register(docsRoutes)
-  const metricsKeys = config.metricsToken === undefined ? undefined : [{ name: 'metrics', hash: createHash('sha256').update(config.metricsToken).digest() }]
-  app.get('/metrics', async (request, reply) => {
-    if (metricsKeys !== undefined) {
-      const m = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '')
-      if (m === null || matchApiKey(metricsKeys, m[1]) === undefined) {
-        throw new AppError('unauthorized', 'Send METRICS_TOKEN as "Authorization: Bearer <token>"')
-      }
-    }
-    return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
-  })
+  await app.register(metricsRoutes, { config, metrics })
   // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
   if (config.resendWebhookSecrets.length > 0) {
     await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })

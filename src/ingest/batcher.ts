@@ -41,6 +41,12 @@ export class EventBatcher {
     this.#opts = opts
   }
 
+  /** Events waiting for a free slot (not yet in a transaction): the recorder's backlog. */
+  get queued (): number { return this.#queue.length }
+
+  /** Transactions in flight now. */
+  get inFlight (): number { return this.#inFlight }
+
   /**
    * Records one event, possibly in one transaction with others.
    * @returns its outcome, once the transaction committed.
