@@ -7,6 +7,7 @@
  */
 import { createFallbackQueues, createFallbackService } from '../src/fallback/service.ts'
 import { createJobQueue, jobQueueConnectionOf } from '../src/fallback/queue.ts'
+import { createRecorder } from '../src/ingest/recorder.ts'
 import { runReconcile } from '../src/maintenance/reconcile.ts'
 import { reconcileDepsOf } from '../src/maintenance/scheduler.ts'
 import { startCli } from './maintenance-cli.ts'
@@ -17,8 +18,9 @@ boss.on('error', (err) => log.error({ err }, 'job queue error'))
 try {
   await boss.start()
   await createFallbackQueues(boss, config)
-  const { hooks } = createFallbackService(config, database.db, boss, log)
-  const summary = await runReconcile(reconcileDepsOf(config, database.db, hooks, log), config.reconcile)
+  const recorder = createRecorder({ db: database.db, maxBatch: 1, concurrency: 1 })
+  recorder.use(createFallbackService(config, database.db, boss, log).hooks)
+  const summary = await runReconcile(reconcileDepsOf(config, database.db, recorder, log), config.reconcile)
   for (const c of summary.changed) console.log(`${c.sid} (${c.provider}): ${c.before ?? 'no status'} → ${c.after ?? 'no status'}`)
   const o = summary.outcomes
   console.log(`Checked ${summary.checked} message(s): ${o.changed} changed, ${o.unchanged} unchanged, ${o.not_found} not found, ${o.error} error(s); ${o.gave_up} given up (older than RECONCILE_MAX_AGE)` +

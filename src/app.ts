@@ -24,7 +24,7 @@ import { loadShedding } from './plugins/load-shedding.ts'
 import { metricsRoutes } from './routes/metrics.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
-import { EventBatcher } from './ingest/batcher.ts'
+import { createRecorder, type Recorder } from './ingest/recorder.ts'
 import { messageRoutes } from './routes/messages.ts'
 import { sendRoutes } from './routes/send.ts'
 import { statsRoutes } from './routes/stats.ts'
@@ -82,6 +82,10 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     ? undefined
     : createJobQueue(deps.jobQueue, { recoveryIntervalSeconds: config.fallback.recoveryIntervalSeconds, scheduleCheckIntervalSeconds: config.scheduleCheckIntervalS })
   const fallback = jobs === undefined ? undefined : createFallbackService(config, deps.db, jobs, app.log)
+  // The one recorder: every path that records events goes through it, with every hook.
+  const recorder = createRecorder({ db: deps.db, metrics, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
+  if (fallback !== undefined) recorder.use(fallback.hooks)
+  app.decorate('recorder', recorder)
   if (jobs !== undefined && fallback !== undefined) {
     // pg-boss reports background failures (maintenance, polling) as events; unhandled they would crash.
     jobs.on('error', (err) => app.log.error({ err, component: 'jobs' }, 'job queue error'))
@@ -89,8 +93,8 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     app.addHook('onReady', async () => {
       await jobs.start()
       started = true
-      await fallback.start()
-      await startScheduledJobs({ config, db: deps.db, boss: jobs, hooks: fallback.hooks, metrics, log: app.log })
+      await fallback.start(recorder)
+      await startScheduledJobs({ config, db: deps.db, boss: jobs, recorder, metrics, log: app.log })
     })
     app.addHook('onClose', async () => {
       if (started) await jobs.stop({ graceful: true, timeout: 10_000 })
@@ -129,10 +133,9 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   await app.register(metricsRoutes, { config, metrics })
   // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
   if (config.resendWebhookSecrets.length > 0) {
-    await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })
+    await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, recorder, metrics })
   }
-  const batcher = new EventBatcher({ db: deps.db, hooks: fallback?.hooks, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
-  await app.register(twilioStatusRoutes, { config, metrics, batcher })
+  await app.register(twilioStatusRoutes, { config, metrics, recorder })
   const listen = deps.listen
   const hub = new EventHub({
     db: deps.db,
@@ -159,7 +162,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       db: deps.db,
       twilio: twilioClientsOf(config),
       statusCallbackUrl: `${config.publicBaseUrl}/webhooks/twilio/status`,
-      hooks: fallback?.hooks ?? {},
+      recorder,
       idempotencyTtlMs: config.idempotencyTtlMs,
       // One create request (plus a list on a retry) and two short transactions.
       idempotencyLeaseMs: 2 * config.twilioRequestTimeoutMs + 5_000
@@ -174,6 +177,8 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
 declare module 'fastify' {
   interface FastifyInstance {
     metrics: Metrics
+    /** The app's one recorder (`src/ingest/recorder.ts`). */
+    recorder: Recorder
     routeList: Array<{ method: string, url: string }>
   }
 }

@@ -6,7 +6,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Database } from './db/database.ts'
 
 /** Webhook outcomes, as counted in `tidings_webhooks_total{provider,outcome}`. */
-export type WebhookOutcome = 'accepted' | 'duplicate' | 'invalid_signature' | 'unknown_account' | 'invalid_payload' | 'unavailable' | 'ignored'
+export type WebhookOutcome = 'accepted' | 'duplicate' | 'invalid_signature' | 'unknown_account' | 'account_mismatch' | 'invalid_payload' | 'unavailable' | 'ignored'
 
 export interface Metrics {
   registry: Registry

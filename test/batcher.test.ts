@@ -1,22 +1,25 @@
-import { sql } from 'kysely'
+import { sql, type Kysely } from 'kysely'
+import type { Database } from '../src/db/database.ts'
 import t from 'tap'
 import { twilioCallbackToEvent } from '../src/domain/twilio-callback.ts'
-import { EventBatcher } from '../src/ingest/batcher.ts'
+import { createRecorder } from '../src/ingest/recorder.ts'
 import { messageSid, smsCallback } from './helpers/app.ts'
 import { createTestDatabase } from './helpers/database.ts'
 
 const event = (sid: string, status: string) => twilioCallbackToEvent(smsCallback(sid, status), new Date())
+/** The app's recorder with group commit: at most 50 events a transaction, `concurrency` transactions. */
+const batcherOf = (db: Kysely<Database>, concurrency: number) => createRecorder({ db, maxBatch: 50, concurrency })
 
-t.test('EventBatcher', async (t) => {
+t.test('Recorder.recordGrouped (EventBatcher)', async (t) => {
   const { db } = await createTestDatabase(t)
   /** Rows written by one transaction share its xmin: the number of commits that wrote these events. */
   const commitsFor = async (sids: string[]): Promise<number> => Number((await sql<{ n: string }>`
     select count(distinct xmin::text)::text as n from message_events where message_sid = any(${sids})`.execute(db)).rows[0].n)
 
   t.test('records concurrent events in shared transactions, every one once', async (t) => {
-    const batcher = new EventBatcher({ db, maxBatch: 50, concurrency: 1 })
+    const batcher = batcherOf(db, 1)
     const sids = Array.from({ length: 200 }, () => messageSid())
-    const outcomes = await Promise.all(sids.map(async (sid) => await batcher.record(event(sid, 'sent'))))
+    const outcomes = await Promise.all(sids.map(async (sid) => await batcher.recordGrouped(event(sid, 'sent'))))
     t.ok(outcomes.every((o, i) => o.outcome === 'recorded' && o.sid === sids[i]), 'each caller gets its own outcome')
     const commits = await commitsFor(sids)
     t.ok(commits <= 6, `200 events in ${commits} commits`)
@@ -24,33 +27,29 @@ t.test('EventBatcher', async (t) => {
   })
 
   t.test('a lone event is recorded at once, in its own transaction', async (t) => {
-    const batcher = new EventBatcher({ db, maxBatch: 50, concurrency: 4 })
+    const batcher = batcherOf(db, 4)
     const sid = messageSid()
-    const outcome = await batcher.record(event(sid, 'delivered'))
+    const outcome = await batcher.recordGrouped(event(sid, 'delivered'))
     t.equal(outcome.outcome, 'recorded')
     t.equal(outcome.currentStatus, 'delivered')
   })
 
   t.test('duplicates within one batch: one recorded, the rest duplicates', async (t) => {
-    const batcher = new EventBatcher({ db, maxBatch: 50, concurrency: 1 })
+    const batcher = batcherOf(db, 1)
     const sid = messageSid()
-    await batcher.record(event(messageSid(), 'sent')) // occupy the slot so the next ones batch
-    const outcomes = await Promise.all(Array.from({ length: 10 }, async () => await batcher.record(event(sid, 'delivered'))))
+    await batcher.recordGrouped(event(messageSid(), 'sent')) // occupy the slot so the next ones batch
+    const outcomes = await Promise.all(Array.from({ length: 10 }, async () => await batcher.recordGrouped(event(sid, 'delivered'))))
     t.equal(outcomes.filter((o) => o.outcome === 'recorded').length, 1)
     t.equal(outcomes.filter((o) => o.outcome === 'duplicate').length, 9)
   })
 
   t.test('one event that always fails costs only itself: the others are recorded one by one', async (t) => {
     const poison = messageSid()
-    const batcher = new EventBatcher({
-      db,
-      maxBatch: 50,
-      concurrency: 1,
-      hooks: { onRecorded: async (_trx, r) => { if (r.event.sid === poison) throw new Error('hook failed') } }
-    })
-    const blocker = batcher.record(event(messageSid(), 'sent'))
+    const batcher = batcherOf(db, 1)
+    batcher.use({ onRecorded: async (_trx, recorded) => { if (recorded.some((r) => r.event.sid === poison)) throw new Error('hook failed') } })
+    const blocker = batcher.recordGrouped(event(messageSid(), 'sent'))
     const sids = [messageSid(), poison, messageSid()]
-    const results = await Promise.allSettled(sids.map(async (sid) => await batcher.record(event(sid, 'sent'))))
+    const results = await Promise.allSettled(sids.map(async (sid) => await batcher.recordGrouped(event(sid, 'sent'))))
     await blocker
     t.same(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled'])
     const stored = (await db.selectFrom('message_events').select('message_sid').where('message_sid', 'in', sids).execute()).map((r) => r.message_sid)
@@ -58,11 +57,11 @@ t.test('EventBatcher', async (t) => {
   })
 })
 
-t.test('EventBatcher with the database unavailable rejects the whole batch at once', async (t) => {
+t.test('Recorder.recordGrouped with the database unavailable rejects the whole batch at once', async (t) => {
   const { openDatabase } = await import('../src/db/connect.ts')
   const handle = await openDatabase({ databaseUrl: 'postgres://postgres@127.0.0.1:1/none', dataDir: '' })
   t.teardown(async () => { await handle.close() })
-  const batcher = new EventBatcher({ db: handle.db, maxBatch: 50, concurrency: 1 })
-  const results = await Promise.allSettled(Array.from({ length: 5 }, async () => await batcher.record(event(messageSid(), 'sent'))))
+  const batcher = batcherOf(handle.db, 1)
+  const results = await Promise.allSettled(Array.from({ length: 5 }, async () => await batcher.recordGrouped(event(messageSid(), 'sent'))))
   t.ok(results.every((r) => r.status === 'rejected'))
 })

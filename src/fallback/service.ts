@@ -8,6 +8,7 @@ import type { Kysely } from 'kysely'
 import type { Config } from '../config/config.ts'
 import type { Database } from '../db/database.ts'
 import type { RecordHooks } from '../ingest/record-events.ts'
+import type { Recorder } from '../ingest/recorder.ts'
 import { twilioClientsOf } from '../providers/twilio-rest.ts'
 import { fallbackRecordHook } from './on-recorded.ts'
 import type { PgBoss } from 'pg-boss'
@@ -18,13 +19,14 @@ import {
 import { markRetriesExhausted, runFallbackAttempt } from './worker.ts'
 
 export interface FallbackService {
-  /** Pass to `recordEvents` (through the webhook route, and reconciliation). */
+  /** Add to the app's recorder (`recorder.use`), so every path that records runs them. */
   hooks: RecordHooks
   /**
-   * Creates or updates the fallback queues, then starts the workers. The job queue must be started
-   * (`buildApp` owns it: it starts it when the app is ready and stops it, workers included, on close).
+   * Creates or updates the fallback queues, then starts the workers, which record the SMS they send
+   * through `recorder`. The job queue must be started (`buildApp` owns it: it starts it when the
+   * app is ready and stops it, workers included, on close).
    */
-  start: () => Promise<void>
+  start: (recorder: Recorder) => Promise<void>
 }
 
 /** Creates the fallback queues, or applies the current settings to them (createQueue keeps an existing queue as it was). */
@@ -62,7 +64,7 @@ export function createFallbackService (config: Config, db: Kysely<Database>, bos
         enqueue: async (trx, fallbackId) => await enqueueFallback(boss, trx, { fallbackId })
       })
     },
-    start: async () => {
+    start: async (recorder) => {
       if (config.twilioApiBaseUrl !== undefined) {
         fallbackLog.warn({ twilioApiBaseUrl: config.twilioApiBaseUrl }, 'TWILIO_API_BASE_URL is set: Twilio REST requests go there instead of api.twilio.com (tests and demos only)')
       }
@@ -74,6 +76,7 @@ export function createFallbackService (config: Config, db: Kysely<Database>, bos
       await boss.work<FallbackJobData>(FALLBACK_QUEUE, polling, async ([job]) => {
         await runFallbackAttempt({
           db,
+          recorder,
           twilio,
           statusCallbackUrl: `${config.publicBaseUrl}/webhooks/twilio/status`,
           leaseMs,

@@ -15,7 +15,7 @@ import type { Kysely } from 'kysely'
 import type { Database, FallbackRow } from '../db/database.ts'
 import { maskAddress } from '../domain/channel.ts'
 import type { SmsSender } from '../domain/fallback-policy.ts'
-import { recordEvents } from '../ingest/record-events.ts'
+import type { Recorder } from '../ingest/recorder.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor, type TwilioFailure } from '../providers/twilio-rest.ts'
 import { claimFallback, finishFallback, isKnownFallbackSid, linkSentFallback, releaseForRetry } from './repository.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
@@ -23,6 +23,8 @@ import { findEarlierSend } from '../providers/twilio-lookup.ts'
 
 export interface FallbackWorkerDeps {
   db: Kysely<Database>
+  /** The app's recorder: the SMS's initial status goes through every hook like any event. */
+  recorder: Recorder
   twilio: TwilioClientFor
   /** `PUBLIC_BASE_URL` + `/webhooks/twilio/status`, so the SMS's own callbacks come back. */
   statusCallbackUrl: string
@@ -67,7 +69,7 @@ async function fetchBody (client: TwilioClient, sid: string): Promise<string | n
 async function recordSent (deps: FallbackWorkerDeps, f: FallbackRow, m: TwilioMessage, text: string, source: 'api' | 'reconcile'): Promise<void> {
   // The SMS row first (its initial status), then the links; a crash in between is healed by the
   // next attempt, which finds this SMS at Twilio and adopts it.
-  await recordEvents(deps.db, [twilioMessageToEvent(m, source)])
+  await deps.recorder.record([twilioMessageToEvent(m, source)])
   await linkSentFallback(deps.db, f, m.sid, text)
 }
 

@@ -3,7 +3,7 @@
  * `src/errors.ts`; 5xx never leak internals (logged, not sent).
  */
 import type { FastifyError, FastifyInstance } from 'fastify'
-import { isDatabaseUnavailableError } from '../db/errors.ts'
+import { isDatabaseUnavailableError, isTransientConflict } from '../db/errors.ts'
 import { AppError, databaseUnavailable } from '../errors.ts'
 
 /** Maps Fastify's own errors to the catalogue's codes. */
@@ -39,7 +39,7 @@ export function installErrorHandler (app: FastifyInstance): void {
     if (err instanceof AppError) {
       status = err.statusCode; code = err.code; message = err.message; fields = err.fields
       if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS))
-    } else if (isDatabaseUnavailableError(err)) {
+    } else if (isDatabaseUnavailableError(err) || isTransientConflict(err)) {
       const unavailable = databaseUnavailable(err)
       status = unavailable.statusCode; code = unavailable.code; message = unavailable.message
       reply.header('retry-after', String(unavailable.retryAfterS))

@@ -8,18 +8,16 @@
  * in the next free slot. Low load therefore keeps single-event latency, and high load gets large
  * batches. Each caller's promise resolves only after its batch committed, so acknowledging still
  * means "saved". If a batch fails while the database is reachable (one event the database refuses,
- * a hook throwing, a deadlock), its events are recorded again one per transaction, so one bad
- * event never costs the others their acknowledgement; if the database is unavailable, every event
- * in it rejects at once, and each caller answers 503 so the provider retries.
+ * a hook throwing, a deadlock or serialization failure), its events are recorded again one per
+ * transaction, so one bad event never costs the others their acknowledgement; if the database is
+ * unavailable, every event in it rejects at once, and each caller answers 503 so the provider retries.
  */
-import type { Kysely } from 'kysely'
-import type { Database } from '../db/database.ts'
-import { isDatabaseUnavailableError } from '../db/errors.ts'
-import { recordEvents, type IncomingEvent, type RecordHooks, type RecordOutcome } from './record-events.ts'
+import { isDatabaseUnavailableError, isTransientConflict } from '../db/errors.ts'
+import type { IncomingEvent, RecordOutcome } from './record-events.ts'
 
 export interface BatcherOptions {
-  db: Kysely<Database>
-  hooks?: RecordHooks
+  /** Records a batch in one transaction (`Recorder.record`). */
+  run: (events: readonly IncomingEvent[]) => Promise<RecordOutcome[]>
   /** Most events in one transaction. 1 turns batching off. */
   maxBatch: number
   /** Most transactions in flight at once (keep below the pool size). */
@@ -72,7 +70,11 @@ export class EventBatcher {
 
   async #run (batch: Pending[]): Promise<void> {
     try {
-      const outcomes = await recordEvents(this.#opts.db, batch.map((p) => p.event), this.#opts.hooks)
+      if (batch.length === 1) {
+        batch[0].resolve(await this.#runOne(batch[0].event))
+        return
+      }
+      const outcomes = await this.#opts.run(batch.map((p) => p.event))
       batch.forEach((p, i) => p.resolve(outcomes[i]))
     } catch (err) {
       if (batch.length === 1 || isDatabaseUnavailableError(err)) {
@@ -81,12 +83,26 @@ export class EventBatcher {
       }
       for (const p of batch) {
         try {
-          const [outcome] = await recordEvents(this.#opts.db, [p.event], this.#opts.hooks)
-          p.resolve(outcome)
+          p.resolve(await this.#runOne(p.event))
         } catch (single) {
           p.reject(single)
         }
       }
     }
   }
+
+  /** One event in its own transaction; a lost race (deadlock, serialization failure) is tried again. */
+  async #runOne (event: IncomingEvent): Promise<RecordOutcome> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const [outcome] = await this.#opts.run([event])
+        return outcome
+      } catch (err) {
+        if (attempt >= TRANSIENT_ATTEMPTS || !isTransientConflict(err)) throw err
+      }
+    }
+  }
 }
+
+/** Attempts for one event whose transaction keeps losing races, before the caller answers 503. */
+const TRANSIENT_ATTEMPTS = 3

@@ -5,12 +5,13 @@
  * Opens and clicks repeat for one email, so they cannot be status events (one row per
  * `(message_sid, message_status)`). A retried delivery has the same `svix-id`: its insert is a
  * no-op and the counters are incremented only when the insert happened, in the same transaction,
- * with the message row locked by the upsert (as `recordEvents` does).
+ * with the message row locked by the upsert (as `recordEvents` does). An engagement event for a message
+ * of another account cannot happen (Resend has no accounts in its payload), so none is checked.
  */
 import { sql, type Kysely } from 'kysely'
-import type { Database } from '../db/database.ts'
+import type { Database, MessageRow } from '../db/database.ts'
 import type { IncomingEngagement } from '../domain/resend-event.ts'
-import { upsertMessage } from './record-events.ts'
+import { upsertMessages } from './batch-statements.ts'
 
 export interface EngagementOutcome {
   sid: string
@@ -25,7 +26,7 @@ export interface EngagementOutcome {
  */
 export async function recordEngagement (db: Kysely<Database>, e: IncomingEngagement): Promise<EngagementOutcome> {
   return await db.transaction().execute(async (trx) => {
-    const message = await upsertMessage(trx, e.message)
+    const message = (await upsertMessages(trx, [e.message])).get(e.message.sid) as MessageRow
     const inserted = await trx.insertInto('email_engagements')
       .values({
         message_sid: e.message.sid,

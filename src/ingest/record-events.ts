@@ -1,19 +1,30 @@
 /**
  * Recording events once: the heart of Tidings.
  *
- * `recordEvents` takes a list of events and, in one transaction, for each: creates the message row
- * if Tidings has not seen the message (callbacks for messages sent by other systems are tracked
- * too), inserts the event unless `(message_sid, message_status)` is already there, and folds a new
- * event into the message's current status with `applyEvent`. The message row is locked by the
- * upsert, so concurrent deliveries of the same message serialise; the UNIQUE constraint makes a
- * duplicate a no-op. Callers acknowledge only after this resolves (the transaction committed).
+ * `recordEvents` records a batch of events in one transaction and a constant number of statements,
+ * whatever its size (`batch-statements.ts`):
+ * 1. `upsertMessages`: one multi-row upsert creates the messages Tidings has not seen (callbacks for
+ *    messages sent by other systems are tracked too), fills fields they lacked, and locks every
+ *    message of the batch in `sid` order, so concurrent batches serialise per message and never
+ *    deadlock on each other. It is the transaction's first write, so the transaction holds its xid
+ *    before it takes any event id (the live stream's horizon relies on that: `src/stream/event-hub.ts`).
+ * 2. `insertEvents`: one multi-row insert with `ON CONFLICT DO NOTHING RETURNING`: the UNIQUE
+ *    `(message_sid, message_status)` (and `svix_id`) makes a duplicate a no-op.
+ * 3. The status is folded in TypeScript with the precedence rule (`applyEvent`); several events of
+ *    one message in one batch fold in order.
+ * 4. `applyStatusChanges`: one multi-row update of the messages whose state moved.
+ * 5. `RecordHooks.onRecorded`, once per batch with the new events: features that must commit or
+ *    roll back together with the events (the WhatsApp → SMS fallback) plug in there.
+ * Callers acknowledge only after this resolves (the transaction committed).
  *
- * Features that must act atomically with recording (the WhatsApp → SMS fallback) plug in through
- * `RecordHooks.onRecorded` instead of being written into this file.
+ * A callback must come from the message's account: an event whose `AccountSid` differs from the
+ * stored message's is refused (`account_mismatch`) and changes nothing, not even the fields the
+ * message lacked. A message created by a callback takes that callback's account.
  */
-import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Kysely, Transaction } from 'kysely'
 import type { Channel, Database, EventSource, MessageRow, Provider } from '../db/database.ts'
 import { applyEvent, type MessageState } from '../domain/status-precedence.ts'
+import { applyStatusChanges, insertEvents, upsertMessages, type MessageChange } from './batch-statements.ts'
 
 /** One provider event, normalised. */
 export interface IncomingEvent {
@@ -57,18 +68,22 @@ export interface EmailFields {
   tags: unknown
 }
 
-/** The fields `upsertMessage` needs: those of an event that describe the message itself. */
+/** The fields `upsertMessages` needs: those of an event that describe the message itself. */
 export type MessageIdentity = Pick<IncomingEvent, 'provider' | 'sid' | 'channel' | 'accountSid' | 'messagingServiceSid' | 'from' | 'to' | 'email'>
 
 /** What happened to one event. */
 export interface RecordOutcome {
   sid: string
   status: string
-  /** `recorded`: a new event; `duplicate`: `(sid, status)` was already recorded, nothing changed. */
-  outcome: 'recorded' | 'duplicate'
+  /**
+   * `recorded`: a new event; `duplicate`: `(sid, status)` (or the delivery id) was already
+   * recorded, nothing changed; `account_mismatch`: the message belongs to another `AccountSid`,
+   * nothing changed.
+   */
+  outcome: 'recorded' | 'duplicate' | 'account_mismatch'
   /** The new event's id (`recorded` only). */
   eventId: string | null
-  /** The message's current status after this event. */
+  /** The message's current status after the batch (`null` for `account_mismatch`). */
   currentStatus: string | null
   /** True when this event moved the current status. */
   statusChanged: boolean
@@ -77,26 +92,38 @@ export interface RecordOutcome {
 /** A new event as applied to its message: what `RecordHooks.onRecorded` receives. */
 export interface RecordedEvent {
   event: IncomingEvent
-  /** The message row before this event, locked for the rest of the transaction. */
+  /** The event's id (`message_events.id`, a decimal string). */
+  eventId: string
+  /** The message row as the batch found it (missing fields filled), locked until commit. */
   message: MessageRow
   /** The message's status state before and after this event (`applyEvent`). */
   before: MessageState
   after: MessageState
 }
 
-/** Extension point for features that must commit, or roll back, together with an event. */
+/** Extension point for features that must commit, or roll back, together with the events. */
 export interface RecordHooks {
   /**
-   * Called inside the recording transaction after each *new* event was applied (never for a
-   * duplicate), in the order events are applied. What it writes commits with the event; throwing
-   * rolls back the whole batch, so the caller answers 503 and nothing is acknowledged.
+   * Called once per batch inside the recording transaction with the batch's *new* events (never a
+   * duplicate), in the order they were applied, when there is at least one. What it writes commits
+   * with the events; throwing rolls back the whole batch, so nothing is acknowledged.
    */
-  onRecorded?: (trx: Transaction<Database>, recorded: RecordedEvent) => Promise<void>
+  onRecorded?: (trx: Transaction<Database>, recorded: readonly RecordedEvent[]) => Promise<void>
 }
 
-type Executor = Kysely<Database> | Transaction<Database>
+/** Runs several hooks in order, as one. */
+export function combineHooks (...hooks: ReadonlyArray<RecordHooks | undefined>): RecordHooks {
+  const list = hooks.flatMap((h) => h?.onRecorded === undefined ? [] : [h.onRecorded])
+  if (list.length === 0) return {}
+  return {
+    onRecorded: async (trx, recorded) => {
+      for (const hook of list) await hook(trx, recorded)
+    }
+  }
+}
 
-function stateOf (row: MessageRow): MessageState {
+/** The status part of a message row. */
+export function stateOf (row: MessageRow): MessageState {
   return {
     status: row.status,
     statusRank: row.status_rank,
@@ -111,120 +138,127 @@ function stateOf (row: MessageRow): MessageState {
   }
 }
 
+interface Indexed { e: IncomingEvent, i: number }
+
+function compareIndexed (a: Indexed, b: Indexed): number {
+  if (a.e.sid !== b.e.sid) return a.e.sid < b.e.sid ? -1 : 1
+  if (a.e.status !== b.e.status) return a.e.status < b.e.status ? -1 : 1
+  return a.i - b.i
+}
+
+/** The first non-null value of `pick` over `list`. */
+function firstOf<T, V> (list: readonly T[], pick: (item: T) => V | null | undefined): V | null {
+  for (const item of list) {
+    const v = pick(item)
+    if (v !== null && v !== undefined) return v
+  }
+  return null
+}
+
 /**
- * Creates the message if it is new, or fills fields it lacked, and returns the row locked
- * for the rest of the transaction. Exported for the engagement log (`record-engagement.ts`).
+ * What one batch's events say about their message: each field from the first event that has it,
+ * among the events of one account (the first `AccountSid` in the batch).
  */
-export async function upsertMessage (trx: Executor, e: MessageIdentity): Promise<MessageRow> {
-  return await trx.insertInto('messages')
-    .values({
-      sid: e.sid,
-      provider: e.provider,
-      channel: e.channel,
-      account_sid: e.accountSid,
-      messaging_service_sid: e.messagingServiceSid,
-      from_address: e.from,
-      to_address: e.to,
-      status: null,
-      body: null,
-      error_code: null,
-      error_message: null,
-      sent_at: null,
-      delivered_at: null,
-      read_at: null,
-      failed_at: null,
-      subject: e.email?.subject ?? null,
-      // NULL rather than [] so a later event that lists the recipients fills them in.
-      recipients: e.email === undefined || e.email.recipients.length === 0 ? null : e.email.recipients,
-      tags: e.email?.tags === undefined || e.email.tags === null ? null : JSON.stringify(e.email.tags)
-    })
-    .onConflict((oc) => oc.column('sid').doUpdateSet({
-      account_sid: sql`coalesce(messages.account_sid, excluded.account_sid)`,
-      messaging_service_sid: sql`coalesce(messages.messaging_service_sid, excluded.messaging_service_sid)`,
-      from_address: sql`coalesce(messages.from_address, excluded.from_address)`,
-      to_address: sql`coalesce(messages.to_address, excluded.to_address)`,
-      subject: sql`coalesce(messages.subject, excluded.subject)`,
-      recipients: sql`coalesce(messages.recipients, excluded.recipients)`,
-      tags: sql`coalesce(messages.tags, excluded.tags)`
-    }))
-    .returningAll()
-    .executeTakeFirstOrThrow()
+function identityOf (events: readonly IncomingEvent[]): MessageIdentity {
+  const accountSid = firstOf(events, (e) => e.accountSid)
+  const own = events.filter((e) => e.accountSid === null || e.accountSid === accountSid)
+  const emails = own.filter((e) => e.email !== undefined)
+  return {
+    provider: own[0].provider,
+    sid: own[0].sid,
+    channel: own[0].channel,
+    accountSid,
+    messagingServiceSid: firstOf(own, (e) => e.messagingServiceSid),
+    from: firstOf(own, (e) => e.from),
+    to: firstOf(own, (e) => e.to),
+    email: emails.length === 0
+      ? undefined
+      : {
+          subject: firstOf(emails, (e) => e.email?.subject),
+          recipients: firstOf(emails, (e) => (e.email?.recipients.length ?? 0) > 0 ? e.email?.recipients : null) ?? [],
+          tags: firstOf(emails, (e) => e.email?.tags)
+        }
+  }
 }
 
-async function recordOne (trx: Transaction<Database>, e: IncomingEvent, hooks: RecordHooks): Promise<RecordOutcome> {
-  const message = await upsertMessage(trx, e)
-  const inserted = await trx.insertInto('message_events')
-    .values({
-      message_sid: e.sid,
-      message_status: e.status,
-      channel: e.channel,
-      from_address: e.from,
-      to_address: e.to,
-      error_code: e.errorCode,
-      error_message: e.errorMessage,
-      raw: JSON.stringify(e.raw),
-      received_at: e.receivedAt,
-      carrier_at: e.carrierAt,
-      source: e.source,
-      svix_id: e.svixId ?? null,
-      occurred_at: e.occurredAt ?? null
-    })
-    // No conflict target: a duplicate is either `(message_sid, message_status)` or the same
-    // provider delivery id (`svix_id`); both are acknowledged and change nothing.
-    .onConflict((oc) => oc.doNothing())
-    .returning('id')
-    .executeTakeFirst()
-  if (inserted === undefined) {
-    return { sid: e.sid, status: e.status, outcome: 'duplicate', eventId: null, currentStatus: message.status, statusChanged: false }
-  }
-  const before = stateOf(message)
-  const after = applyEvent(e.provider, before, {
-    status: e.status,
-    errorCode: e.errorCode,
-    errorMessage: e.errorMessage,
-    at: e.occurredAt ?? e.receivedAt
-  })
-  await trx.updateTable('messages')
-    .set({
-      status: after.status,
-      status_rank: after.statusRank,
-      error_code: after.errorCode,
-      error_message: after.errorMessage,
-      sent_at: after.sentAt,
-      delivered_at: after.deliveredAt,
-      read_at: after.readAt,
-      failed_at: after.failedAt,
-      bounced_at: after.bouncedAt,
-      complained_at: after.complainedAt,
-      updated_at: sql`now()`
-    })
-    .where('sid', '=', e.sid)
-    .execute()
-  if (hooks.onRecorded !== undefined) await hooks.onRecorded(trx, { event: e, message, before, after })
-  return {
-    sid: e.sid,
-    status: e.status,
-    outcome: 'recorded',
-    eventId: inserted.id,
-    currentStatus: after.status,
-    statusChanged: after.status !== before.status
-  }
+function outcomeOf (e: IncomingEvent, outcome: RecordOutcome['outcome']): RecordOutcome {
+  return { sid: e.sid, status: e.status, outcome, eventId: null, currentStatus: null, statusChanged: false }
 }
 
 /**
- * Records a list of events in one transaction and returns one outcome per event, in input order.
- * Events are applied in `(sid, status)` order so that concurrent batches lock rows in the same order.
+ * Records a batch inside the open transaction `trx` (see the module comment) and returns one
+ * outcome per event, in input order.
+ * @throws the database's error (or a hook's); the caller's transaction must then roll back.
+ */
+export async function recordBatch (trx: Transaction<Database>, events: readonly IncomingEvent[], hooks: RecordHooks = {}): Promise<RecordOutcome[]> {
+  if (events.length === 0) return []
+  // Messages in sid order, each with its events in (status, arrival) order.
+  const groups: Indexed[][] = []
+  for (const item of events.map((e, i) => ({ e, i })).sort(compareIndexed)) {
+    const last = groups.at(-1)
+    if (last !== undefined && last[0].e.sid === item.e.sid) last.push(item)
+    else groups.push([item])
+  }
+  const rows = await upsertMessages(trx, groups.map((g) => identityOf(g.map((x) => x.e))))
+
+  const outcomes: RecordOutcome[] = new Array(events.length)
+  const candidates: Indexed[][] = []
+  const deliveries = new Set<string>()
+  for (const group of groups) {
+    const row = rows.get(group[0].e.sid) as MessageRow
+    const mine: Indexed[] = []
+    for (const item of group) {
+      const { e, i } = item
+      if (e.accountSid !== null && row.account_sid !== null && e.accountSid !== row.account_sid) {
+        outcomes[i] = outcomeOf(e, 'account_mismatch')
+      } else if (mine.at(-1)?.e.status === e.status || (e.svixId != null && deliveries.has(e.svixId))) {
+        outcomes[i] = outcomeOf(e, 'duplicate')
+      } else {
+        mine.push(item)
+        if (e.svixId != null) deliveries.add(e.svixId)
+      }
+    }
+    candidates.push(mine)
+  }
+
+  const ids = await insertEvents(trx, candidates.flat().map((x) => x.e))
+  const recorded: RecordedEvent[] = []
+  const changes: MessageChange[] = []
+  const current = new Map<string, string | null>()
+  for (const [g, group] of groups.entries()) {
+    const row = rows.get(group[0].e.sid) as MessageRow
+    let state = stateOf(row)
+    let moved = false
+    for (const { e, i } of candidates[g]) {
+      const eventId = ids.get(`${e.sid}\u0000${e.status}`)
+      if (eventId === undefined) {
+        outcomes[i] = outcomeOf(e, 'duplicate')
+        continue
+      }
+      const before = state
+      const after = applyEvent(e.provider, before, { status: e.status, errorCode: e.errorCode, errorMessage: e.errorMessage, at: e.occurredAt ?? e.receivedAt })
+      recorded.push({ event: e, eventId, message: row, before, after })
+      outcomes[i] = { ...outcomeOf(e, 'recorded'), eventId, statusChanged: after.status !== before.status }
+      state = after
+      moved = true
+    }
+    // A new event always touches its message (`updated_at` is reconciliation's "last change").
+    if (moved) changes.push({ sid: row.sid, state })
+    current.set(row.sid, state.status)
+  }
+  await applyStatusChanges(trx, changes)
+  if (recorded.length > 0 && hooks.onRecorded !== undefined) await hooks.onRecorded(trx, recorded)
+  for (const o of outcomes) if (o.outcome !== 'account_mismatch') o.currentStatus = current.get(o.sid) ?? null
+  return outcomes
+}
+
+/**
+ * Records a batch of events in one transaction and returns one outcome per event, in input order.
+ * The app's `Recorder` (`recorder.ts`) wraps it with every hook; use that.
  * @param hooks - optional extension point, see `RecordHooks`.
  * @throws the database's error (or a hook's); nothing is committed then, and the caller must not acknowledge.
  */
 export async function recordEvents (db: Kysely<Database>, events: readonly IncomingEvent[], hooks: RecordHooks = {}): Promise<RecordOutcome[]> {
   if (events.length === 0) return []
-  const order = events
-    .map((e, i) => ({ e, i }))
-    .sort((a, b) => a.e.sid === b.e.sid ? (a.e.status < b.e.status ? -1 : a.e.status > b.e.status ? 1 : 0) : a.e.sid < b.e.sid ? -1 : 1)
-  return await db.transaction().execute(async (trx) => {
-    const outcomes: RecordOutcome[] = new Array(events.length)
-    for (const { e, i } of order) outcomes[i] = await recordOne(trx, e, hooks)
-    return outcomes
-  })
+  return await db.transaction().execute(async (trx) => await recordBatch(trx, events, hooks))
 }

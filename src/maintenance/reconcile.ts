@@ -17,7 +17,8 @@ import type { Database, Provider } from '../db/database.ts'
 import { resendEmailToEvent } from '../domain/reconcile-event.ts'
 import { twilioMessageToEvent } from '../domain/twilio-message.ts'
 import { FINAL_STATUSES } from '../domain/status-precedence.ts'
-import { recordEvents, type IncomingEvent, type RecordHooks } from '../ingest/record-events.ts'
+import type { IncomingEvent } from '../ingest/record-events.ts'
+import type { Recorder } from '../ingest/recorder.ts'
 import type { Metrics } from '../metrics.ts'
 import type { ResendClient } from '../providers/resend-rest.ts'
 import { twilioHttpStatus, type TwilioClientFor } from '../providers/twilio-rest.ts'
@@ -47,9 +48,9 @@ export interface ReconcileDeps {
   twilio: TwilioClientFor
   /** `undefined` when `RESEND_API_KEY` is not set: emails are left alone. */
   resend: ResendClient | undefined
-  /** The fallback's recording hook, so a WhatsApp failure found here still gets its SMS. */
-  hooks: RecordHooks
-  metrics?: Pick<Metrics, 'reconcile' | 'events'>
+  /** The app's recorder: a WhatsApp failure found here still gets its SMS, like any event. */
+  recorder: Recorder
+  metrics?: Pick<Metrics, 'reconcile'>
   log: FastifyBaseLogger
 }
 
@@ -160,8 +161,7 @@ export async function runReconcile (deps: ReconcileDeps, opts: Pick<ReconcileCon
     summary.checked++
     let outcome: ReconcileOutcome = lookup.kind === 'found' ? 'unchanged' : lookup.kind
     if (lookup.kind === 'found' && lookup.event !== undefined) {
-      const [recorded] = await recordEvents(db, [lookup.event], deps.hooks)
-      if (recorded.outcome === 'recorded') deps.metrics?.events.inc({ channel: lookup.event.channel, status: lookup.event.status })
+      const [recorded] = await deps.recorder.record([lookup.event])
       if (recorded.statusChanged) {
         outcome = 'changed'
         summary.changed.push({ sid: message.sid, provider: message.provider, before: message.status, after: recorded.currentStatus })

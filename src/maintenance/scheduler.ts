@@ -14,7 +14,7 @@ import type { PgBoss } from 'pg-boss'
 import type { Config } from '../config/config.ts'
 import type { Database } from '../db/database.ts'
 import { finishedJobRetentionSeconds } from '../fallback/queue.ts'
-import type { RecordHooks } from '../ingest/record-events.ts'
+import type { Recorder } from '../ingest/recorder.ts'
 import type { Metrics } from '../metrics.ts'
 import { createResendClient, type ResendClient } from '../providers/resend-rest.ts'
 import { twilioClientsOf } from '../providers/twilio-rest.ts'
@@ -36,12 +36,12 @@ export function resendClientOf (config: Config): ResendClient | undefined {
 }
 
 /** What a reconciliation pass needs, built from configuration. */
-export function reconcileDepsOf (config: Config, db: Kysely<Database>, hooks: RecordHooks, log: FastifyBaseLogger, metrics?: Metrics): ReconcileDeps {
+export function reconcileDepsOf (config: Config, db: Kysely<Database>, recorder: Recorder, log: FastifyBaseLogger, metrics?: Metrics): ReconcileDeps {
   return {
     db,
     twilio: twilioClientsOf(config),
     resend: resendClientOf(config),
-    hooks,
+    recorder,
     metrics,
     log
   }
@@ -52,8 +52,8 @@ export interface ScheduledJobsDeps {
   db: Kysely<Database>
   /** The process's job queue, already started. */
   boss: PgBoss
-  /** The fallback's recording hook (`FallbackService.hooks`). */
-  hooks: RecordHooks
+  /** The app's recorder, with every hook. */
+  recorder: Recorder
   metrics: Metrics
   log: FastifyBaseLogger
 }
@@ -78,7 +78,7 @@ export async function startScheduledJobs (deps: ScheduledJobsDeps): Promise<void
     await boss.work(queue, { pollingIntervalSeconds: Math.min(5, config.scheduleCheckIntervalS) }, async ([job]) => { await work(job.signal) })
   }
 
-  const reconcileDeps = reconcileDepsOf(config, deps.db, deps.hooks, log, deps.metrics)
+  const reconcileDeps = reconcileDepsOf(config, deps.db, deps.recorder, log, deps.metrics)
   // A pass may wait for every request in the batch to time out.
   const reconcileExpiry = Math.ceil(config.reconcile.batch * config.twilioRequestTimeoutMs / 1000) + 60
   await schedule(RECONCILE_QUEUE, config.reconcile.intervalMs, reconcileExpiry, async () => {

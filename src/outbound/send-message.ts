@@ -24,7 +24,7 @@ import {
   claimIdempotencyKey, completeIdempotencyKey, isSidOfAnotherKey, markIdempotencyKeyUnknown, releaseIdempotencyKey
 } from '../db/idempotency.ts'
 import { AppError } from '../errors.ts'
-import { recordEvents, type RecordHooks } from '../ingest/record-events.ts'
+import type { Recorder } from '../ingest/recorder.ts'
 import { classifyTwilioError, type TwilioClientFor } from '../providers/twilio-rest.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
 import { findEarlierSend } from '../providers/twilio-lookup.ts'
@@ -52,8 +52,8 @@ export interface SendDeps {
   twilio: TwilioClientFor
   /** `PUBLIC_BASE_URL` + `/webhooks/twilio/status`. */
   statusCallbackUrl: string
-  /** Run inside the recording transaction (the SMS fallback). */
-  hooks: RecordHooks
+  /** The app's recorder (its hooks, e.g. the SMS fallback, run in the recording transaction). */
+  recorder: Recorder
   /** Idempotency record lifetime and claim lease, in ms. */
   idempotencyTtlMs: number
   idempotencyLeaseMs: number
@@ -241,11 +241,11 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
     return { row, body }
   }
   let result: { row: MessageRow, body: unknown } | undefined
-  await recordEvents(deps.db, [twilioMessageToEvent(sent, source)], {
-    onRecorded: async (trx, recorded) => {
+  await deps.recorder.record([twilioMessageToEvent(sent, source)], {
+    prepare: async (trx, recorded) => {
       result = await finish(trx)
-      // The fallback decides with the caller's flag and text, not the defaults the row had.
-      await deps.hooks.onRecorded?.(trx, { ...recorded, message: { ...recorded.message, fallback: flag, body: r.body ?? null } })
+      // The hooks (the fallback) decide with the caller's flag and text, not the defaults the row had.
+      return recorded.map((one) => ({ ...one, message: result?.row ?? one.message }))
     }
   })
   result ??= await deps.db.transaction().execute(finish)

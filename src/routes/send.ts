@@ -94,7 +94,7 @@ export const sendRoutes: FastifyPluginAsyncTypebox<SendRoutesOptions> = async (a
       db,
       twilio: opts.twilio,
       statusCallbackUrl: opts.statusCallbackUrl,
-      hooks: opts.hooks,
+      recorder: opts.recorder,
       idempotencyTtlMs: opts.idempotencyTtlMs,
       idempotencyLeaseMs: opts.idempotencyLeaseMs,
       present

@@ -13,9 +13,9 @@ import type { Kysely } from 'kysely'
 import type { Database } from '../db/database.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { parseResendDelivery, type ResendDelivery } from '../domain/resend-event.ts'
-import { AppError, databaseUnavailable } from '../errors.ts'
+import { AppError } from '../errors.ts'
 import { recordEngagement } from '../ingest/record-engagement.ts'
-import { recordEvents } from '../ingest/record-events.ts'
+import { recordingFailure, type Recorder } from '../ingest/recorder.ts'
 import type { Metrics, WebhookOutcome } from '../metrics.ts'
 import { resendVerifiers, verifyResendSignature } from '../providers/resend-signature.ts'
 
@@ -23,6 +23,8 @@ export interface ResendWebhookOptions {
   /** `whsec_…` secrets; any may sign (rotation). The route is only registered with at least one. */
   secrets: readonly string[]
   db: Kysely<Database>
+  /** The app's recorder, for status events (engagement has its own log). */
+  recorder: Recorder
   metrics: Metrics
 }
 
@@ -86,19 +88,20 @@ export async function resendWebhookRoutes (app: FastifyInstance, opts: ResendWeb
     let currentStatus: string | null | undefined
     try {
       if (delivery.kind === 'status') {
-        const [result] = await recordEvents(opts.db, [delivery.event])
-        outcome = result.outcome
+        const [result] = await opts.recorder.record([delivery.event])
+        // Resend events carry no account: never account_mismatch.
+        outcome = result.outcome === 'recorded' ? 'recorded' : 'duplicate'
         currentStatus = result.currentStatus
       } else {
         outcome = (await recordEngagement(opts.db, delivery.engagement)).outcome
       }
     } catch (err) {
-      count('unavailable')
-      request.log.error({ err, sid, svixId }, 'could not record Resend event')
-      throw databaseUnavailable(err)
+      const answer = recordingFailure(err)
+      count(answer instanceof AppError && answer.statusCode < 500 ? 'invalid_payload' : 'unavailable')
+      throw answer
     }
     count(outcome === 'duplicate' ? 'duplicate' : 'accepted')
-    if (outcome === 'recorded') opts.metrics.events.inc({ channel: 'email', status: type })
+    if (outcome === 'recorded' && delivery.kind === 'engagement') opts.metrics.events.inc({ channel: 'email', status: type })
     request.log.info({
       sid,
       svixId,

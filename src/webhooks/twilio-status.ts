@@ -11,16 +11,16 @@ import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config/config.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { twilioCallbackToEvent } from '../domain/twilio-callback.ts'
-import { AppError, databaseUnavailable } from '../errors.ts'
-import type { EventBatcher } from '../ingest/batcher.ts'
+import { AppError } from '../errors.ts'
+import { recordingFailure, type Recorder } from '../ingest/recorder.ts'
 import type { Metrics } from '../metrics.ts'
 import { publicUrlOf, verifyTwilioSignature } from '../providers/twilio-signature.ts'
 
 export interface TwilioStatusOptions {
   config: Pick<Config, 'publicBaseUrl' | 'twilioAuthTokens'>
   metrics: Metrics
-  /** Records events, committing concurrent callbacks together (with the fallback hook inside). */
-  batcher: EventBatcher
+  /** The app's recorder: concurrent callbacks commit together (`recordGrouped`). */
+  recorder: Recorder
 }
 
 /** Body limit for Twilio callbacks, in bytes (64 KiB). */
@@ -65,14 +65,18 @@ export async function twilioStatusRoutes (app: FastifyInstance, opts: TwilioStat
 
     let outcome
     try {
-      outcome = await opts.batcher.record(event)
+      outcome = await opts.recorder.recordGrouped(event)
     } catch (err) {
-      opts.metrics.webhooks.inc({ provider: 'twilio', outcome: 'unavailable' })
-      request.log.error({ err, sid: event.sid }, 'could not record Twilio callback')
-      throw databaseUnavailable(err)
+      const answer = recordingFailure(err)
+      opts.metrics.webhooks.inc({ provider: 'twilio', outcome: answer instanceof AppError && answer.statusCode < 500 ? 'invalid_payload' : 'unavailable' })
+      throw answer
+    }
+    if (outcome.outcome === 'account_mismatch') {
+      opts.metrics.webhooks.inc({ provider: 'twilio', outcome: 'account_mismatch' })
+      request.log.warn({ sid: event.sid, accountSid: event.accountSid }, 'Twilio callback signed for another account than the message\'s: refused')
+      throw new AppError('account_mismatch', 'This MessageSid belongs to another AccountSid than the one that signed the callback; nothing was changed')
     }
     opts.metrics.webhooks.inc({ provider: 'twilio', outcome: outcome.outcome === 'duplicate' ? 'duplicate' : 'accepted' })
-    if (outcome.outcome === 'recorded') opts.metrics.events.inc({ channel: event.channel, status: event.status })
     request.log.info({
       sid: event.sid,
       status: event.status,

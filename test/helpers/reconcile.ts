@@ -8,6 +8,7 @@ import type { ReconcileConfig } from '../../src/config/maintenance.ts'
 import type { Database, NewMessageRow } from '../../src/db/database.ts'
 import { createJobQueue } from '../../src/fallback/queue.ts'
 import { createFallbackQueues, createFallbackService } from '../../src/fallback/service.ts'
+import { createRecorder } from '../../src/ingest/recorder.ts'
 import { runReconcile, type ReconcileSummary } from '../../src/maintenance/reconcile.ts'
 import { reconcileDepsOf } from '../../src/maintenance/scheduler.ts'
 import { startFakeResend, type FakeResend } from '../fakes/fake-resend.ts'
@@ -35,8 +36,9 @@ export async function buildReconcileApp (t: TapLike, env: Record<string, string 
   await boss.start()
   t.teardown(async () => { await boss.stop({ graceful: true, timeout: 5000 }) })
   await createFallbackQueues(boss, fx.config)
-  const { hooks } = createFallbackService(fx.config, fx.db, boss, fx.app.log)
-  const deps = reconcileDepsOf(fx.config, fx.db, hooks, fx.app.log, fx.app.metrics)
+  const recorder = createRecorder({ db: fx.db, metrics: fx.app.metrics, maxBatch: 1, concurrency: 1 })
+  recorder.use(createFallbackService(fx.config, fx.db, boss, fx.app.log).hooks)
+  const deps = reconcileDepsOf(fx.config, fx.db, recorder, fx.app.log, fx.app.metrics)
   return {
     ...fx,
     resend,
