@@ -13,6 +13,7 @@ import type { DatabaseHandle } from './db/connect.ts'
 import type { Database } from './db/database.ts'
 import { AppError } from './errors.ts'
 import { installErrorHandler } from './http/error-handler.ts'
+import { installRequestLog } from './http/request-log.ts'
 import { createJobQueue, type JobQueueConnection } from './fallback/queue.ts'
 import { createFallbackService } from './fallback/service.ts'
 import { loggerOptions } from './logger.ts'
@@ -71,10 +72,13 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     requestTimeout: 30_000,
     keepAliveTimeout: 65_000,
     return503OnClosing: true,
+    // One line per request instead of two (src/http/request-log.ts).
+    disableRequestLogging: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   installErrorHandler(app)
+  installRequestLog(app)
 
   // The job queue (pg-boss) serves the WhatsApp → SMS fallback (docs/fallback.md), whose recording
   // hook goes to the webhook route below, and the scheduled reconciliation and retention.

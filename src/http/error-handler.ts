@@ -5,6 +5,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import { isDatabaseUnavailableError, isTransientConflict } from '../db/errors.ts'
 import { AppError, databaseUnavailable } from '../errors.ts'
+import { addLogFields } from './request-log.ts'
 
 /** Maps Fastify's own errors to the catalogue's codes. */
 function fastifyErrorCode (err: FastifyError): { status: number, code: string } | undefined {
@@ -55,7 +56,7 @@ export function installErrorHandler (app: FastifyInstance): void {
       }
     }
     if (status >= 500) request.log.error({ err }, 'request failed')
-    else request.log.info({ code, status }, message)
+    else addLogFields(request, { code, error: message })
     return reply.code(status).send({ ...fields, code, message })
   })
 

@@ -9,6 +9,7 @@ import type { Database, MessageRow } from '../db/database.ts'
 import { deleteExpiredIdempotencyKeys } from '../db/idempotency.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { fallbackFieldsOf, FallbackFields } from '../fallback/api.ts'
+import { addLogFields } from '../http/request-log.ts'
 import { registerMessage } from '../outbound/register-message.ts'
 import { sendMessage, type SendDeps } from '../outbound/send-message.ts'
 import { toMessageBody } from './messages.ts'
@@ -102,7 +103,7 @@ export const sendRoutes: FastifyPluginAsyncTypebox<SendRoutesOptions> = async (a
     const body = result.body as { sid?: string }
     if (result.replayed) reply.header('idempotent-replayed', 'true')
     if (result.status === 201 && body.sid !== undefined) reply.header('location', `/v1/messages/${body.sid}`)
-    if (!result.replayed && body.sid !== undefined) request.log.info({ sid: body.sid, to: maskAddress(request.body.to) }, 'message sent')
+    if (!result.replayed && body.sid !== undefined) addLogFields(request, { sid: body.sid, to: maskAddress(request.body.to), sent: true })
     // A replay sends back exactly what the first request answered (201, or a 422 twilio_error).
     return await reply.code(result.status as 201).send(result.body as never)
   })

@@ -15,6 +15,7 @@ import { maskAddress } from '../domain/channel.ts'
 import { parseResendDelivery, type ResendDelivery } from '../domain/resend-event.ts'
 import { AppError } from '../errors.ts'
 import { recordEngagement } from '../ingest/record-engagement.ts'
+import { addLogFields } from '../http/request-log.ts'
 import { recordingFailure, type Recorder } from '../ingest/recorder.ts'
 import type { Metrics, WebhookOutcome } from '../metrics.ts'
 import { resendVerifiers, verifyResendSignature } from '../providers/resend-signature.ts'
@@ -78,7 +79,7 @@ export async function resendWebhookRoutes (app: FastifyInstance, opts: ResendWeb
 
     if (delivery.kind === 'ignored') {
       count('ignored')
-      request.log.info({ svixId, type: delivery.type }, 'Resend event of a type Tidings does not track: acknowledged, not stored')
+      addLogFields(request, { svixId, type: delivery.type, outcome: 'ignored', note: 'a type Tidings does not track: acknowledged, not stored' })
       return await reply.code(200).send({ outcome: 'ignored' })
     }
 
@@ -102,14 +103,14 @@ export async function resendWebhookRoutes (app: FastifyInstance, opts: ResendWeb
     }
     count(outcome === 'duplicate' ? 'duplicate' : 'accepted')
     if (outcome === 'recorded' && delivery.kind === 'engagement') opts.metrics.events.inc({ channel: 'email', status: type })
-    request.log.info({
+    addLogFields(request, {
       sid,
       svixId,
       type,
       outcome,
       currentStatus,
       to: maskAddress(delivery.kind === 'status' ? delivery.event.to : delivery.engagement.message.to)
-    }, 'Resend event')
+    })
     return await reply.code(200).send({ outcome })
   })
 }

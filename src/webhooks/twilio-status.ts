@@ -12,6 +12,7 @@ import type { Config } from '../config/config.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { twilioCallbackToEvent } from '../domain/twilio-callback.ts'
 import { AppError } from '../errors.ts'
+import { addLogFields } from '../http/request-log.ts'
 import { recordingFailure, type Recorder } from '../ingest/recorder.ts'
 import type { Metrics } from '../metrics.ts'
 import { publicUrlOf, verifyTwilioSignature } from '../providers/twilio-signature.ts'
@@ -77,13 +78,13 @@ export async function twilioStatusRoutes (app: FastifyInstance, opts: TwilioStat
       throw new AppError('account_mismatch', 'This MessageSid belongs to another AccountSid than the one that signed the callback; nothing was changed')
     }
     opts.metrics.webhooks.inc({ provider: 'twilio', outcome: outcome.outcome === 'duplicate' ? 'duplicate' : 'accepted' })
-    request.log.info({
+    addLogFields(request, {
       sid: event.sid,
       status: event.status,
       outcome: outcome.outcome,
       currentStatus: outcome.currentStatus,
       to: maskAddress(event.to)
-    }, 'Twilio callback')
+    })
     return await reply.code(200).send({ outcome: outcome.outcome })
   })
 }
