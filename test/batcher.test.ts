@@ -60,7 +60,7 @@ t.test('EventBatcher', async (t) => {
 
 t.test('EventBatcher with the database unavailable rejects the whole batch at once', async (t) => {
   const { openDatabase } = await import('../src/db/connect.ts')
-  const handle = await openDatabase({ databaseUrl: 'postgres://postgres@127.0.0.1:1/none', dataDir: '' })
+  const handle = await openDatabase({ databaseUrl: 'postgres://postgres@127.0.0.1:1/none' })
   t.teardown(async () => { await handle.close() })
   const batcher = new EventBatcher({ db: handle.db, maxBatch: 50, concurrency: 1 })
   const results = await Promise.allSettled(Array.from({ length: 5 }, async () => await batcher.record(event(messageSid(), 'sent'))))
