@@ -59,7 +59,9 @@ export async function createTestDatabaseUrl (t: Teardown): Promise<string> {
 export async function createTestDatabase (t: Teardown): Promise<{ url: string, handle: DatabaseHandle, db: Kysely<Database> }> {
   const template = (await server()).template
   const url = await createDatabase(t, template)
-  const handle = await openDatabase({ databaseUrl: url })
+  // Patient timeouts: on a loaded machine a pool wait or a commit can take seconds, and a 503 there
+  // would fail a behaviour test for the machine's sake. Tests about timeouts open their own handle.
+  const handle = await openDatabase({ databaseUrl: url, connectionTimeoutMs: 30_000, statementTimeoutMs: 30_000 })
   // Registered after the DROP, so it runs first (tap runs teardowns last-in first-out).
   t.teardown(async () => { await handle.close() })
   // On the template this finds nothing to do; alone, it migrates.
