@@ -19,7 +19,7 @@ const admin = new pg.Client({ connectionString: base })
 await admin.connect()
 await admin.query(`CREATE DATABASE ${dbName}`)
 const url = new URL(base); url.pathname = `/${dbName}`
-const handle = await openDatabase({ databaseUrl: url.toString(), dataDir: '', statementTimeoutMs: 600_000 })
+const handle = await openDatabase({ databaseUrl: url.toString(), statementTimeoutMs: 600_000 })
 const END = '2026-11-24T00:00:00Z'
 
 try {

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Webhook } from 'svix'
+import { ARROW, heading, request } from './demo-http.ts'
 
 export interface ResendDemoOptions {
   /** Where Tidings listens, e.g. `http://127.0.0.1:3000`. */
@@ -89,11 +90,10 @@ export async function replayResendStream (opts: ResendDemoOptions): Promise<Rese
   const webhook = new Webhook(opts.secret)
   const deliveries = stream(new Date())
   const answers: string[] = []
-  print('Resend: replaying email events')
   for (const d of deliveries) {
     const body = JSON.stringify(d.payload)
     const now = new Date()
-    const res = await fetch(`${base}/webhooks/resend`, {
+    const answer = await request(`${base}/webhooks/resend`, {
       method: 'POST',
       headers: {
         'content-type': 'application/json',
@@ -103,24 +103,23 @@ export async function replayResendStream (opts: ResendDemoOptions): Promise<Rese
       },
       body
     })
-    const answer = await res.json() as { outcome?: string, code?: string }
-    const line = `${res.status} ${answer.outcome ?? answer.code ?? ''}`
-    answers.push(line)
-    print(`  ${d.label.padEnd(44)} -> ${line}`)
-    if (res.status !== 200) throw new Error(`POST /webhooks/resend answered ${line} for "${d.label}"`)
+    answers.push(answer.summary)
+    print(`${d.label.padEnd(44)} ${ARROW} ${answer.summary}`)
+    if (answer.status !== 200) throw new Error(`POST /webhooks/resend answered ${answer.summary} for "${d.label}"${typeof answer.body?.message === 'string' ? `: ${answer.body.message}` : ''}`)
   }
 
   const get = async (url: string): Promise<any> => {
-    const res = await fetch(`${base}${url}`, { headers: { authorization: `Bearer ${opts.apiKey}` } })
-    if (res.status !== 200) throw new Error(`GET ${url} answered ${res.status}`)
-    return await res.json()
+    const answer = await request(`${base}${url}`, { headers: { authorization: `Bearer ${opts.apiKey}` } })
+    if (answer.status !== 200) throw new Error(`GET ${url} answered ${answer.summary}`)
+    return answer.body
   }
   const emails: ResendDemoResult['emails'] = []
   const sids = [...new Set(deliveries.map((d) => (d.payload.data as { email_id: string }).email_id))]
   for (const sid of sids) {
     const m = await get(`/v1/messages/${sid}`)
     const ev = await get(`/v1/messages/${sid}/events`)
-    print(`\nemail ${sid}  "${m.subject}" to ${m.recipients.join(', ')}`)
+    print('')
+    print(`email ${sid}  "${m.subject}" to ${m.recipients.join(', ')}`)
     print(`  status ${m.status}${m.error_code === null ? '' : `  error ${m.error_code}: ${m.error_message}`}`)
     print(`  sent ${m.sent_at ?? '-'}  delivered ${m.delivered_at ?? '-'}  bounced ${m.bounced_at ?? '-'}`)
     print(`  opens ${m.engagement.open_count} (first ${m.engagement.first_opened_at ?? '-'})  clicks ${m.engagement.click_count} (first ${m.engagement.first_clicked_at ?? '-'})`)
@@ -131,31 +130,37 @@ export async function replayResendStream (opts: ResendDemoOptions): Promise<Rese
   return { emails, answers }
 }
 
-/** Alone: Tidings on a throw-away embedded PGlite database, the stream, then shut down. */
+/** Alone: Tidings on a throw-away embedded PostgreSQL, the stream, then shut down. */
 async function main (): Promise<void> {
   const { buildApp } = await import('../src/app.ts')
   const { loadConfig } = await import('../src/config/config.ts')
   const { openDatabase } = await import('../src/db/connect.ts')
+  const { startEmbeddedPostgres } = await import('../src/db/embedded-postgres.ts')
   const { migrateToLatest } = await import('../src/db/migrate.ts')
   const dataDir = mkdtempSync(path.join(tmpdir(), 'tidings-demo-resend-'))
   const secret = 'whsec_' + Buffer.from(randomUUID()).toString('base64')
   const apiKey = `k_demo_${randomUUID().replace(/-/g, '')}`
   const config = loadConfig({
-    LOG_LEVEL: 'warn',
+    LOG_LEVEL: 'error',
+    // The client shares Tidings' event loop: load shedding would measure the demo itself.
+    MAX_EVENT_LOOP_DELAY_MS: '0',
     TWILIO_ACCOUNT_SID: 'AC' + '0'.repeat(32),
     TWILIO_AUTH_TOKEN: 'demo-token-not-used',
     API_KEYS: `demo:${apiKey}`,
     RESEND_WEBHOOK_SECRET: secret
   })
-  const database = await openDatabase({ databaseUrl: undefined, dataDir })
+  const postgres = await startEmbeddedPostgres(dataDir)
+  const database = await openDatabase({ databaseUrl: postgres.url })
   const app = await buildApp(config, { db: database.db })
   try {
     await migrateToLatest(database.db)
     const address = await app.listen({ port: 0, host: '127.0.0.1' })
-    await replayResendStream({ baseUrl: address, secret, apiKey })
+    console.log(heading('Resend email events, each signed the Svix way'))
+    await replayResendStream({ baseUrl: address, secret, apiKey, print: (line) => console.log(line === '' ? '' : `  ${line}`) })
   } finally {
     await app.close()
     await database.close()
+    await postgres.stop()
     rmSync(dataDir, { recursive: true, force: true })
   }
 }

@@ -6,18 +6,30 @@
 import pino, { type Logger } from 'pino'
 import { loadConfigOrExit, type Config } from '../src/config/config.ts'
 import { openDatabase, type DatabaseHandle } from '../src/db/connect.ts'
+import { resolveDatabaseUrl } from '../src/db/embedded-postgres.ts'
 import { loggerOptions } from '../src/logger.ts'
 
-export interface Cli { config: Config, database: DatabaseHandle, log: Logger }
+export interface Cli {
+  config: Config
+  database: DatabaseHandle
+  log: Logger
+  /** Closes the pool, then stops the embedded PostgreSQL if this command started it. */
+  close: () => Promise<void>
+}
 
 export async function startCli (): Promise<Cli> {
   const config = loadConfigOrExit(process.env)
   const log = pino(loggerOptions(config.logLevel), pino.destination(2))
+  // With DATABASE_URL unset this reuses the embedded PostgreSQL of a running server (or starts one).
+  const { url, embedded } = await resolveDatabaseUrl(config)
   const database = await openDatabase({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
+    databaseUrl: url,
     poolMax: 2,
     statementTimeoutMs: config.databaseStatementTimeoutMs
   })
-  return { config, database, log }
+  const close = async (): Promise<void> => {
+    await database.close()
+    await embedded?.stop()
+  }
+  return { config, database, log, close }
 }

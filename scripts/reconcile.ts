@@ -1,6 +1,6 @@
 /**
- * `npm run reconcile`: one reconciliation pass now, against DATABASE_URL (or the embedded PGlite in
- * DATA_DIR: stop the server first, PGlite is one process only). Prints each message whose status
+ * `npm run reconcile`: one reconciliation pass now, against DATABASE_URL (or the embedded PostgreSQL
+ * in DATA_DIR, shared with a running server). Prints each message whose status
  * changed (`sid: old → new`) and a summary, then exits 0; exits 1 when the configuration is invalid.
  * It reads the same variables as the server. A WhatsApp failure it finds gets its SMS fallback
  * queued; a running Tidings process sends it.
@@ -12,7 +12,7 @@ import { runReconcile } from '../src/maintenance/reconcile.ts'
 import { reconcileDepsOf } from '../src/maintenance/scheduler.ts'
 import { startCli } from './maintenance-cli.ts'
 
-const { config, database, log } = await startCli()
+const { config, database, log, close } = await startCli()
 const boss = createJobQueue(jobQueueConnectionOf(database), { supervise: false })
 boss.on('error', (err) => log.error({ err }, 'job queue error'))
 try {
@@ -28,5 +28,5 @@ try {
   if (config.reconcile.resendApiKey === undefined) console.log('RESEND_API_KEY is not set: emails were not reconciled.')
 } finally {
   await boss.stop({ graceful: true, timeout: 10_000 })
-  await database.close()
+  await close()
 }

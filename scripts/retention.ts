@@ -5,7 +5,7 @@
 import { runRetention } from '../src/maintenance/retention.ts'
 import { startCli } from './maintenance-cli.ts'
 
-const { config, database } = await startCli()
+const { config, database, close } = await startCli()
 try {
   if (config.retention.days === 0) {
     console.log('RETENTION_DAYS is 0: nothing is deleted.')
@@ -14,5 +14,5 @@ try {
     console.log(`Deleted rows older than ${config.retention.days} day(s): ${Object.entries(deleted).map(([table, n]) => `${table} ${n}`).join(', ')}.`)
   }
 } finally {
-  await database.close()
+  await close()
 }

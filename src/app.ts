@@ -34,6 +34,7 @@ import { streamRoutes } from './routes/stream.ts'
 import { EventHub } from './stream/event-hub.ts'
 import { twilioStatusRoutes } from './webhooks/twilio-status.ts'
 import { resendWebhookRoutes } from './webhooks/resend.ts'
+import { resendWebhookOffRoute } from './webhooks/resend-off.ts'
 import pkg from '../package.json' with { type: 'json' }
 
 /** What the app needs from outside: the database, and optionally a metrics registry to share. */
@@ -138,6 +139,8 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
   if (config.resendWebhookSecrets.length > 0) {
     await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, recorder, metrics })
+  } else {
+    await app.register(resendWebhookOffRoute)
   }
   await app.register(twilioStatusRoutes, { config, metrics, recorder })
   const listen = deps.listen

@@ -59,7 +59,7 @@ t.test('Recorder.recordGrouped (EventBatcher)', async (t) => {
 
 t.test('Recorder.recordGrouped with the database unavailable rejects the whole batch at once', async (t) => {
   const { openDatabase } = await import('../src/db/connect.ts')
-  const handle = await openDatabase({ databaseUrl: 'postgres://postgres@127.0.0.1:1/none', dataDir: '' })
+  const handle = await openDatabase({ databaseUrl: 'postgres://postgres@127.0.0.1:1/none' })
   t.teardown(async () => { await handle.close() })
   const batcher = batcherOf(handle.db, 1)
   const results = await Promise.allSettled(Array.from({ length: 5 }, async () => await batcher.recordGrouped(event(messageSid(), 'sent'))))

@@ -8,7 +8,7 @@ import { createTestDatabase } from './helpers/database.ts'
 
 t.test('with the database unreachable', async (t) => {
   const port = await freePort()
-  const handle = await openDatabase({ databaseUrl: `postgres://postgres@127.0.0.1:${port}/none`, dataDir: '' })
+  const handle = await openDatabase({ databaseUrl: `postgres://postgres@127.0.0.1:${port}/none` })
   const app = await buildApp(loadConfig(testEnv()), { db: handle.db })
   t.teardown(async () => { await app.close(); await handle.close() })
 
@@ -46,7 +46,7 @@ t.test('when the database goes away after start, nothing is acknowledged; when i
   await blocker.query('LOCK TABLE messages IN ACCESS EXCLUSIVE MODE')
   await blocker.query("SET LOCAL statement_timeout = '60s'")
   const slowApp = await (async () => {
-    const handle = await openDatabase({ databaseUrl: url, dataDir: '', statementTimeoutMs: 300 })
+    const handle = await openDatabase({ databaseUrl: url, statementTimeoutMs: 300 })
     const a = await buildApp(loadConfig(testEnv()), { db: handle.db })
     t.teardown(async () => { await a.close(); await handle.close() })
     return a

@@ -8,7 +8,7 @@ import { emailEvent, emailId, postResend, RESEND_SECRET } from './helpers/resend
 
 t.test('POST /webhooks/resend with the database unreachable', async (t) => {
   const port = await freePort()
-  const handle = await openDatabase({ databaseUrl: `postgres://postgres@127.0.0.1:${port}/none`, dataDir: '' })
+  const handle = await openDatabase({ databaseUrl: `postgres://postgres@127.0.0.1:${port}/none` })
   const app = await buildApp(loadConfig(testEnv({ RESEND_WEBHOOK_SECRET: RESEND_SECRET })), { db: handle.db })
   t.teardown(async () => { await app.close(); await handle.close() })
 

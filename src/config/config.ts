@@ -78,7 +78,7 @@ export interface Config {
   port: number
   host: string
   logLevel: string
-  /** PostgreSQL URL; `undefined` means the embedded PGlite database in `dataDir`. */
+  /** PostgreSQL URL; `undefined` means the embedded PostgreSQL in `dataDir` (src/db/embedded-postgres.ts). */
   databaseUrl: string | undefined
   dataDir: string
   databasePoolMax: number

@@ -1,6 +1,4 @@
-import { mkdirSync } from 'node:fs'
-import type { PGlite } from '@electric-sql/pglite'
-import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Database } from './database.ts'
 
@@ -8,12 +6,11 @@ import type { Database } from './database.ts'
 
 /** What `openDatabase` needs; a subset of `Config`. */
 export interface DatabaseOptions {
-  /** PostgreSQL URL; `undefined` opens embedded PGlite in `dataDir`. */
-  databaseUrl: string | undefined
-  dataDir: string
-  /** Pool size (PostgreSQL only). */
+  /** PostgreSQL URL (the embedded default's comes from `startEmbeddedPostgres`). */
+  databaseUrl: string
+  /** Pool size. */
   poolMax?: number
-  /** Statement timeout in ms (PostgreSQL only). */
+  /** Statement timeout in ms. */
   statementTimeoutMs?: number
   /** How long to wait for a pool connection before failing, in ms. */
   connectionTimeoutMs?: number
@@ -22,19 +19,16 @@ export interface DatabaseOptions {
 /** An open database: the Kysely handle plus what it runs on. */
 export interface DatabaseHandle {
   db: Kysely<Database>
-  /** The PostgreSQL URL (`postgres`), for components that open their own pool (the job queue). */
-  url: string | undefined
-  /** The embedded instance (`pglite`), for components that must share its single connection. */
-  pglite: PGlite | undefined
-  kind: 'postgres' | 'pglite'
-  /** Closes the pool (or PGlite). Idempotent. */
+  /** The PostgreSQL URL, for components that open their own pool (the job queue). */
+  url: string
+  /** Closes the pool. Idempotent. */
   close: () => Promise<void>
   /**
-   * Calls `onNotify` on every NOTIFY of `channel` (PostgreSQL LISTEN on a dedicated connection that
-   * reconnects by itself, or PGlite's notifications). Resolves to an unsubscribe function.
+   * Calls `onNotify` on every NOTIFY of `channel` (LISTEN on a dedicated connection that reconnects
+   * by itself). Resolves to an unsubscribe function.
    */
   listen: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>
-  /** Pool state for metrics (PostgreSQL only). */
+  /** Pool state for metrics. */
   poolStats?: () => { total: number, idle: number, waiting: number }
 }
 
@@ -84,12 +78,12 @@ function postgresListener (connectionString: string) {
 }
 
 /**
- * Opens PostgreSQL when `databaseUrl` is set, otherwise embedded PGlite stored in `dataDir`.
- * Connecting is lazy on PostgreSQL: an unreachable server surfaces as errors on the first query,
- * which the webhook turns into 503.
+ * Opens PostgreSQL at `databaseUrl`. Connecting is lazy: an unreachable server surfaces as errors
+ * on the first query, which the webhook turns into 503.
+ * @throws when `databaseUrl` is empty.
  */
 export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHandle> {
-  if (opts.databaseUrl !== undefined) {
+  if (opts.databaseUrl !== '') {
     const pool = new pg.Pool({
       connectionString: opts.databaseUrl,
       max: opts.poolMax ?? 10,
@@ -105,8 +99,6 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
     return {
       db,
       url: opts.databaseUrl,
-      pglite: undefined,
-      kind: 'postgres',
       listen: postgresListener(opts.databaseUrl),
       poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       close: async () => {
@@ -116,25 +108,6 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
       }
     }
   }
-  mkdirSync(opts.dataDir, { recursive: true })
-  const { PGlite } = await import('@electric-sql/pglite')
-  const pglite = await PGlite.create(opts.dataDir)
-  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
-  let closed = false
-  return {
-    db,
-    url: undefined,
-    pglite,
-    kind: 'pglite',
-    listen: async (channel, onNotify) => {
-      const unsubscribe = await pglite.listen(channel, () => onNotify())
-      return async () => { if (!pglite.closed) await unsubscribe() }
-    },
-    close: async () => {
-      if (closed) return
-      closed = true
-      await db.destroy()
-      if (!pglite.closed) await pglite.close()
-    }
-  }
+  // pg would read an empty URL as its defaults (PGHOST…): a caller's mistake, not a database.
+  throw new Error('openDatabase: databaseUrl is empty')
 }

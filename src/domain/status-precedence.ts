@@ -52,6 +52,13 @@ export const RESEND_STATUS_RANK: Readonly<Record<string, number>> = Object.freez
   'email.complained': 8
 })
 
+/**
+ * Every status a message can be in: Twilio's ranked statuses, its inbound `receiving`/`received`,
+ * and Resend's. The `status` filter of `GET /v1/messages` takes exactly these, so a typo is a 400
+ * listing them rather than an empty page.
+ */
+export const KNOWN_STATUSES: readonly string[] = Object.freeze([...Object.keys(TWILIO_STATUS_RANK), 'receiving', 'received', ...Object.keys(RESEND_STATUS_RANK)])
+
 /** Resend statuses whose event carries the message's error (reason, bounce or suppression). */
 export const RESEND_FAILURE_STATUSES: ReadonlySet<string> = new Set(['email.failed', 'email.suppressed', 'email.bounced'])
 

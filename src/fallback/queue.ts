@@ -1,20 +1,11 @@
 /**
  * The durable job queue behind the SMS fallback: pg-boss (pinned in package.json) in Tidings' own
- * database, on PostgreSQL and on the embedded PGlite default alike.
- *
- * - PostgreSQL: pg-boss opens its own small pool from the URL.
- * - PGlite: pg-boss shares the single embedded connection through pg-boss's `fromPglite` adapter,
- *   a custom `db.executeSql`: parameterless (multi-statement) SQL goes through PGlite's `exec`,
- *   and the rows of *every* statement come back, which pg-boss needs (a naive adapter that returns
- *   only the last statement's rows makes pg-boss log "bam claim returned no lock row"; see
- *   test/fallback-queue.test.ts). PGlite serialises `query`, `exec` and Kysely's transactions
- *   behind one lock, so pg-boss never runs inside somebody else's transaction.
+ * database, with its own small pool opened from the URL (the embedded default is PostgreSQL too).
  * Jobs are enqueued inside the Kysely transaction that records the failure (`fromKysely(trx)`),
  * so a job exists exactly when its `fallbacks` row does.
  */
-import type { PGlite } from '@electric-sql/pglite'
 import type { Transaction } from 'kysely'
-import { PgBoss, fromKysely, fromPglite } from 'pg-boss'
+import { PgBoss, fromKysely } from 'pg-boss'
 import type { Database } from '../db/database.ts'
 
 /** Queue of fallback sends; job data is `FallbackJobData`. */
@@ -27,14 +18,12 @@ export interface FallbackJobData {
   fallbackId: string
 }
 
-/** Where pg-boss keeps its tables: PostgreSQL (own pool) or the embedded PGlite instance. */
-export type JobQueueConnection = { connectionString: string } | { pglite: PGlite }
+/** Where pg-boss keeps its tables: the PostgreSQL database at this URL (pg-boss's own pool). */
+export interface JobQueueConnection { connectionString: string }
 
 /** The job-queue connection for an open database (`openDatabase`'s handle). */
-export function jobQueueConnectionOf (handle: { url: string | undefined, pglite: PGlite | undefined }): JobQueueConnection {
-  if (handle.pglite !== undefined) return { pglite: handle.pglite }
-  if (handle.url !== undefined) return { connectionString: handle.url }
-  throw new Error('the database handle has neither a URL nor a PGlite instance')
+export function jobQueueConnectionOf (handle: { url: string }): JobQueueConnection {
+  return { connectionString: handle.url }
 }
 
 /** How pg-boss runs in this process (`createJobQueue`). */
@@ -67,9 +56,6 @@ export function createJobQueue (connection: JobQueueConnection, opts: JobQueueOp
     ...(check === undefined ? {} : { cronMonitorIntervalSeconds: check, cronWorkerIntervalSeconds: Math.min(5, check) }),
     superviseIntervalSeconds: opts.recoveryIntervalSeconds ?? 60,
     monitorIntervalSeconds: opts.recoveryIntervalSeconds ?? 60
-  }
-  if ('pglite' in connection) {
-    return new PgBoss({ ...common, db: fromPglite(connection.pglite), backend: 'pglite' })
   }
   return new PgBoss({ ...common, connectionString: connection.connectionString, max: 4 })
 }

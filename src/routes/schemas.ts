@@ -2,6 +2,7 @@
  * TypeBox schemas shared by routes and checked against `openapi.yaml` by the contract test.
  */
 import { Type, type Static } from '@sinclair/typebox'
+import { KNOWN_STATUSES } from '../domain/status-precedence.ts'
 
 export const ErrorBody = Type.Object({
   code: Type.String({ description: 'Stable machine-readable error code' }),
@@ -103,7 +104,7 @@ export const MessageSidParams = Type.Object({
 })
 
 export const MessageListQuery = Type.Object({
-  status: Type.Optional(Type.String({ pattern: '^[A-Za-z_.-]{1,64}$' })),
+  status: Type.Optional(Type.Unsafe<string>({ type: 'string', enum: [...KNOWN_STATUSES] })),
   channel: Type.Optional(Type.Union(['sms', 'mms', 'whatsapp', 'email'].map((c) => Type.Literal(c)))),
   to: Type.Optional(Type.String({ minLength: 1, maxLength: 320 })),
   external_id: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),

@@ -33,7 +33,8 @@ export async function twilioStatusRoutes (app: FastifyInstance, opts: TwilioStat
   await app.register(formbody, { bodyLimit: TWILIO_BODY_LIMIT })
 
   app.post('/webhooks/twilio/status', {
-    bodyLimit: TWILIO_BODY_LIMIT
+    bodyLimit: TWILIO_BODY_LIMIT,
+    config: { accepts: 'application/x-www-form-urlencoded' }
   }, async (request, reply) => {
     const params = (request.body ?? {}) as Record<string, unknown>
     const signature = request.headers['x-twilio-signature']
