@@ -4,7 +4,7 @@
  * database, builds, listens and shuts down.
  */
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Kysely } from 'kysely'
 import type { DestinationStream } from 'pino'
@@ -16,7 +16,7 @@ import { installErrorHandler } from './http/error-handler.ts'
 import { installRequestLog } from './http/request-log.ts'
 import { createJobQueue, type JobQueueConnection } from './fallback/queue.ts'
 import { createFallbackService } from './fallback/service.ts'
-import { loggerOptions } from './logger.ts'
+import { loggerOptions, stdoutLogStream } from './logger.ts'
 import { startScheduledJobs } from './maintenance/scheduler.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
@@ -62,7 +62,7 @@ export interface AppDeps {
 export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? createMetrics(deps.poolStats, deps.db)
   const app = Fastify({
-    logger: { ...loggerOptions(config.logLevel), ...(deps.logStream === undefined ? {} : { stream: deps.logStream }) },
+    logger: { ...loggerOptions(config.logLevel), stream: deps.logStream ?? stdoutLogStream() },
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID()
@@ -74,7 +74,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     keepAliveTimeout: 65_000,
     return503OnClosing: true,
     // One line per request instead of two (src/http/request-log.ts).
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
