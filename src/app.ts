@@ -129,7 +129,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   await app.register(metricsRoutes, { config, metrics })
   // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
   if (config.resendWebhookSecrets.length > 0) {
-    await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })
+    await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics, bodyLimit: config.limits.resendMaxBodyBytes })
   }
   const batcher = new EventBatcher({ db: deps.db, hooks: fallback?.hooks, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
   await app.register(twilioStatusRoutes, { config, metrics, batcher })

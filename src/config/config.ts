@@ -4,6 +4,7 @@ import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
 import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } from './maintenance.ts'
+import { LimitsEnvSchema, parseLimitsConfig, placeholderProblems, type LimitsConfig } from './limits.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -61,7 +62,8 @@ export const EnvSchema = Type.Object({
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, default: 1200 }),
   STREAM_HEARTBEAT_S: Type.Integer({ minimum: 1, maximum: 3600, default: 15 }),
   STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024 }),
-  IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 })
+  IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 }),
+  ...LimitsEnvSchema
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -141,6 +143,8 @@ export interface Config {
   streamMaxBufferBytes: number
   /** How long `POST /v1/messages` remembers an `Idempotency-Key`, in ms. */
   idempotencyTtlMs: number
+  /** Webhook input bounds, streams per key, callback shedding (`src/config/limits.ts`). */
+  limits: LimitsConfig
 }
 
 export class ConfigError extends Error {
@@ -229,7 +233,7 @@ function parseResendSecrets (env: Pick<Env, 'RESEND_WEBHOOK_SECRET' | 'RESEND_EN
  * @throws {ConfigError} listing every missing or invalid variable at once.
  */
 export function loadConfig (env: Record<string, string | undefined>): Config {
-  const problems: string[] = []
+  const problems: string[] = placeholderProblems(env)
   let parsed: Env
   try {
     parsed = envSchema<Env>({ schema: EnvSchema, data: { ...env }, dotenv: false })
@@ -282,7 +286,8 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     rateLimitPerMinute: parsed.RATE_LIMIT_PER_MINUTE,
     streamHeartbeatS: parsed.STREAM_HEARTBEAT_S,
     streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES,
-    idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000)
+    idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000),
+    limits: parseLimitsConfig(parsed)
   }
 }
 

@@ -35,11 +35,36 @@ export function verifyTwilioSignature (
   } else {
     candidates = [...tokens.values()].flat()
   }
-  if (signature === undefined || signature === '') return 'invalid_signature'
+  // A Twilio signature is base64 of an HMAC-SHA1: 28 characters. Anything else cannot match, so
+  // it costs nothing more.
+  if (signature === undefined || !SIGNATURE_SHAPE.test(signature)) return 'invalid_signature'
   for (const token of candidates) {
-    if (twilio.validateRequest(token, signature, url, params)) return 'valid'
+    try {
+      if (twilio.validateRequest(token, signature, url, params)) return 'valid'
+    } catch {
+      // validateRequest's fallback parses the URL with `new URL()`, which throws for a target that
+      // makes no URL: such a request cannot be the one Twilio signed.
+      return 'invalid_signature'
+    }
   }
   return 'invalid_signature'
+}
+
+const SIGNATURE_SHAPE = /^[A-Za-z0-9+/]{27}=$/
+
+/**
+ * A hint for the warn log when the URL a signature was checked against differs in scheme or host
+ * from what the request itself says (`Host`, and the scheme of the connection or of
+ * `X-Forwarded-Proto`): the usual cause of every callback failing is a `PUBLIC_BASE_URL` that is
+ * not the URL configured in Twilio. Behind a proxy that rewrites `Host` the hint is expected.
+ * @returns the hint, or `undefined` when scheme and host agree.
+ */
+export function signedUrlHint (checkedUrl: string, host: string | undefined, scheme: string): string | undefined {
+  const m = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)/i.exec(checkedUrl)
+  if (m === null || host === undefined) return undefined
+  const [, checkedScheme, checkedHost] = m
+  if (checkedScheme.toLowerCase() === scheme.toLowerCase() && checkedHost.toLowerCase() === host.toLowerCase()) return undefined
+  return `the signature was checked against ${checkedScheme}://${checkedHost} but the request came for ${scheme}://${host.slice(0, 256)}: check that PUBLIC_BASE_URL is the scheme and host of the callback URL configured in Twilio`
 }
 
 /**

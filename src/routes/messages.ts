@@ -87,11 +87,39 @@ function encodeCursor (c: MessageCursor): string {
 function decodeCursor (raw: string): MessageCursor {
   try {
     const [createdAt, sid] = JSON.parse(Buffer.from(raw, 'base64url').toString()) as unknown[]
-    if (typeof createdAt === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/.test(createdAt) && typeof sid === 'string') {
+    // Every part checked as strictly as the API writes it: a crafted cursor must not reach
+    // PostgreSQL as an impossible date or a NUL.
+    if (typeof createdAt === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/.test(createdAt) &&
+      realTime(`${createdAt.slice(0, 23)}Z`) !== undefined && typeof sid === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(sid)) {
       return { createdAt, sid }
     }
   } catch {}
   throw new AppError('invalid_payload', 'querystring.cursor is not a cursor returned by this API')
+}
+
+/**
+ * A date-time as `Date` can hold it and PostgreSQL can compare it, or `undefined`. The schema's
+ * `date-time` format also admits a leap second (`23:59:60`) and an hour-only offset (`+05`),
+ * which `Date` reads as Invalid Date; and calendar dates are checked by round trip.
+ */
+function realTime (value: string): Date | undefined {
+  const m = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.exec(value)
+  if (m === null) return undefined
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number)
+  if (year < 1 || month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) return undefined
+  const date = new Date(value)
+  if (!Number.isFinite(date.getTime())) return undefined
+  const calendar = new Date(Date.UTC(year, month - 1, day))
+  return calendar.getUTCDate() === day ? date : undefined
+}
+
+function timeQuery (name: 'since' | 'until', value: string | undefined): Date | undefined {
+  if (value === undefined) return undefined
+  const date = realTime(value)
+  if (date === undefined) {
+    throw new AppError('invalid_payload', `querystring.${name} must be an ISO 8601 date-time with seconds and a full offset, e.g. 2026-01-31T12:00:00Z or 2026-01-31T12:00:00+05:00 (no leap second)`)
+  }
+  return date
 }
 
 export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = async (app, { db }) => {
@@ -105,8 +133,10 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     }
   }, async (request) => {
     const q = request.query
-    const since = q.since === undefined ? undefined : new Date(q.since)
-    const until = q.until === undefined ? undefined : new Date(q.until)
+    const since = timeQuery('since', q.since)
+    const until = timeQuery('until', q.until)
+    // Ajv's integer check lets Infinity through (`limit=Infinity`, `limit=1e400`).
+    if (q.limit !== undefined && !Number.isSafeInteger(q.limit)) throw new AppError('invalid_payload', 'querystring.limit must be an integer from 1 to 200')
     const { rows, next } = await listMessages(db, {
       status: q.status,
       channel: q.channel as Channel | undefined,
