@@ -165,7 +165,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       idempotencyLeaseMs: 2 * config.twilioRequestTimeoutMs + 5_000
     })
     await v1.register(statsRoutes, { db: deps.db })
-    await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes })
+    await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes, streamsPerKey: config.limits.streamsPerKey })
   }, { prefix: '/v1' })
 
   return app
