@@ -122,7 +122,8 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     }, reply.elapsedTime / 1000)
   })
 
-  await app.register(loadShedding, { config, metrics })
+  const batcher = new EventBatcher({ db: deps.db, hooks: fallback?.hooks, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
+  await app.register(loadShedding, { config, metrics, recorderBacklog: () => batcher.queued })
 
   await app.register(healthRoutes, { db: deps.db, version: pkg.version })
   await app.register(docsRoutes)
@@ -131,7 +132,6 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   if (config.resendWebhookSecrets.length > 0) {
     await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics, bodyLimit: config.limits.resendMaxBodyBytes })
   }
-  const batcher = new EventBatcher({ db: deps.db, hooks: fallback?.hooks, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
   await app.register(twilioStatusRoutes, { config, metrics, batcher })
   const listen = deps.listen
   const hub = new EventHub({

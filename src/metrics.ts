@@ -27,8 +27,8 @@ export interface Metrics {
   events: Counter<'channel' | 'status'>
   /** Request latency in seconds, by method, route pattern and status code. */
   httpDuration: Histogram<'method' | 'route' | 'status_code'>
-  /** Requests refused by load shedding, by reason. */
-  shed: Counter<'reason'>
+  /** Requests refused by load shedding, by reason and request class (`read`, `callback`). */
+  shed: Counter<'reason' | 'class'>
   /** Reconciliation: messages looked up (or given up on), by provider and `ReconcileOutcome`. */
   reconcile: Counter<'provider' | 'outcome'>
   /** Rows deleted by retention, by table. */
@@ -138,8 +138,8 @@ export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database
     }),
     shed: new Counter({
       name: 'tidings_load_shed_total',
-      help: 'Requests answered 503 by load shedding, by reason',
-      labelNames: ['reason'],
+      help: 'Requests answered 503 by load shedding, by reason and request class (read: reads, stats, streams, health, console; callback: POST /webhooks/*)',
+      labelNames: ['reason', 'class'],
       registers: [registry]
     }),
     registry,
