@@ -15,7 +15,7 @@ export const LimitsEnvSchema = {
   WEBHOOK_MAX_BODY_BYTES: Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: 16 * 1024 }),
   RESEND_MAX_BODY_BYTES: Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: 256 * 1024 }),
   STREAMS_PER_KEY: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
-  SHED_CALLBACK_BACKLOG: Type.Integer({ minimum: 1, default: 10_000 })
+  SHED_CALLBACK_BACKLOG: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 })
 }
 
 /** Validated limits. */
