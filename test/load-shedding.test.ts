@@ -61,11 +61,11 @@ t.test('callbacks are refused (503) only when the recorder backlog is far beyond
   await app.ready()
   // A burst fills the recorder's queue (one transaction at a time); a callback arriving meanwhile
   // finds the backlog over SHED_CALLBACK_BACKLOG.
-  let done = false
+  const state = { done: false }
   const burst = Promise.all(Array.from({ length: 200 }, async () => await postCallback(app, smsCallback(messageSid(), 'sent'))))
-    .finally(() => { done = true })
+    .finally(() => { state.done = true })
   let refused: LightMyRequestResponse | undefined
-  while (!done && refused === undefined) {
+  while (!state.done && refused === undefined) {
     await new Promise((resolve) => setTimeout(resolve, 2))
     const res = await postCallback(app, smsCallback(messageSid(), 'sent'))
     if (res.statusCode === 503) refused = res
@@ -92,4 +92,3 @@ t.test('with every core pinned by busy loops, signed callbacks are still answere
   t.ok(statuses.length > 0)
   t.same([...new Set(statuses)], [200], `${statuses.length} callbacks, all 200`)
 })
-

@@ -41,11 +41,11 @@ export async function resendWebhookRoutes (app: FastifyInstance, opts: ResendWeb
   // Keep the exact bytes: the signature covers them, and re-serialised JSON would not match.
   // Encapsulated: only this plugin's routes parse JSON this way; other content types are a 415.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: bodyLimit }, (_request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => {
     done(null, body)
   })
 
-  app.post('/webhooks/resend', { bodyLimit: bodyLimit }, async (request, reply) => {
+  app.post('/webhooks/resend', { bodyLimit }, async (request, reply) => {
     const rawBody = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
     const svixIdHeader = request.headers['svix-id']
     const verdict = verifyResendSignature(verifiers, rawBody, request.headers)
