@@ -21,6 +21,7 @@ import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
 import rateLimit from '@fastify/rate-limit'
 import { loadShedding } from './plugins/load-shedding.ts'
+import { storableBody } from './plugins/storable-body.ts'
 import { metricsRoutes } from './routes/metrics.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
@@ -145,6 +146,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
 
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
+    await v1.register(storableBody, { metrics })
     // Per API key, after authentication (preHandler), per process. Webhooks are outside /v1.
     await v1.register(rateLimit, {
       global: true,

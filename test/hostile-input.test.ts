@@ -90,6 +90,7 @@ t.test('GET /v1/messages: hostile query values are a 400 naming the field', asyn
     ['external_id=a%00b', /querystring\.external_id/],
     ['since=2016-12-31T23:59:60Z', /querystring\.since/],
     ['since=2024-01-01T00:00:00%2B05', /querystring\.since/],
+    ['until=9999-12-31T23:59:59-01:00', /querystring\.until/],
     ['until=2024-01-01T00:00:00%2B05', /querystring\.until/],
     ['limit=Infinity', /querystring\.limit/],
     ['limit=1e400', /querystring\.limit/],
@@ -103,6 +104,31 @@ t.test('GET /v1/messages: hostile query values are a 400 naming the field', asyn
     t.equal(res.statusCode, 400, query)
     t.match(res.json().message, field, query)
   }
+})
+
+t.test('GET /v1/stats: times the schema admits but Date or the response cannot hold are a 400', async (t) => {
+  const { app } = await buildTestApp(t)
+  for (const query of ['since=2016-12-31T23:59:60Z', 'until=2024-01-01T00:00:00%2B05', 'since=9999-12-31T23:59:59-01:00']) {
+    const res = await apiGet(app, `/v1/stats?${query}`)
+    t.equal(res.statusCode, 400, query)
+    t.match(res.json().message, /querystring\.(since|until)/)
+  }
+})
+
+t.test('PUT /v1/messages/:sid: NUL or deep nesting in a JSON body is a 400 naming the field, a lone surrogate is stored as U+FFFD', async (t) => {
+  const { app } = await buildTestApp(t)
+  const put = async (body: string): Promise<{ statusCode: number, json: () => { message: string } }> =>
+    await app.inject({ method: 'PUT', url: `/v1/messages/${messageSid()}`, headers: { authorization: 'Bearer k_test_billing_0123456789abcdef', 'content-type': 'application/json' }, payload: body })
+  const nul = await put(JSON.stringify({ to: '+15558675310', external_id: 'a\u0000b' }))
+  t.equal(nul.statusCode, 400)
+  t.match(nul.json().message, /external_id contains a NUL/)
+  const deep = await put(`{"to":"+15558675310","metadata":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`)
+  t.equal(deep.statusCode, 400)
+  t.match(deep.json().message, /metadata\.a.*nests/)
+  const sid = messageSid()
+  const res = await app.inject({ method: 'PUT', url: `/v1/messages/${sid}`, headers: { authorization: 'Bearer k_test_billing_0123456789abcdef', 'content-type': 'application/json' }, payload: JSON.stringify({ to: '+15558675310', metadata: { note: 'x\ud800' } }) })
+  t.ok(res.statusCode === 200 || res.statusCode === 201, String(res.statusCode))
+  t.same((await apiGet(app, `/v1/messages/${sid}`)).json().metadata, { note: 'x\ufffd' })
 })
 
 t.test('metrics: an unknown status name is counted as "other", so label cardinality stays bounded', async (t) => {

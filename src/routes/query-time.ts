@@ -6,7 +6,8 @@ import { AppError } from '../errors.ts'
 /**
  * A date-time as `Date` can hold it and PostgreSQL can compare it, or `undefined`. The schema's
  * `date-time` format also admits a leap second (`23:59:60`) and an hour-only offset (`+05`),
- * which `Date` reads as Invalid Date; and calendar dates are checked by round trip.
+ * which `Date` reads as Invalid Date; calendar dates are checked by round trip, and the year must
+ * stay within 1–9999 in UTC.
  */
 export function realTime (value: string): Date | undefined {
   const m = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.exec(value)
@@ -16,7 +17,10 @@ export function realTime (value: string): Date | undefined {
   const date = new Date(value)
   if (!Number.isFinite(date.getTime())) return undefined
   const calendar = new Date(Date.UTC(year, month - 1, day))
-  return calendar.getUTCDate() === day ? date : undefined
+  // In UTC too, a four-digit year: `9999-12-31T23:59:59-01:00` is year 10000, which the API's
+  // date-time format (used to echo `since`/`until`) cannot carry.
+  const utcYear = date.getUTCFullYear()
+  return calendar.getUTCDate() === day && utcYear >= 1 && utcYear <= 9999 ? date : undefined
 }
 
 /**
