@@ -1,11 +1,16 @@
 /**
- * Twilio request validation, with twilio-node's own `validateRequest`
- * (https://www.twilio.com/docs/usage/webhooks/webhooks-security).
+ * Twilio request validation, with twilio-node's own code
+ * (https://www.twilio.com/docs/usage/webhooks/webhooks-security): its `getExpectedTwilioSignature`
+ * for the URL as received with and without the default port (what `validateRequest` tries first),
+ * and `validateRequest` itself only for a URL that `new URL()` would re-encode. An unsigned request
+ * then costs one HMAC per token and URL variant over a body already bounded by size and parameter
+ * count (`WEBHOOK_MAX_*`), rather than six per token (docs/fuzzing.md has the figures).
  *
  * The token is chosen by the `AccountSid` in the payload, because sub-accounts sign with their own
  * token and looking up by phone number breaks for Messaging Service pools. Every configured token
  * of that account is tried (old and new during rotation). There is no switch that turns this off.
  */
+import { timingSafeEqual } from 'node:crypto'
 import twilio from 'twilio'
 
 /** `valid`, or why the request was refused. */
@@ -38,16 +43,37 @@ export function verifyTwilioSignature (
   // A Twilio signature is base64 of an HMAC-SHA1: 28 characters. Anything else cannot match, so
   // it costs nothing more.
   if (signature === undefined || !SIGNATURE_SHAPE.test(signature)) return 'invalid_signature'
+  // The URL variants twilio's validateRequest tries, worked out once per request rather than once
+  // per token: as received, with and without the scheme's default port. Only a URL that `new URL()`
+  // would re-encode needs validateRequest's further variants (rare: odd characters in the query).
+  let variants: string[]
+  let needsFullCheck: boolean
+  try {
+    variants = [...new Set([url, withoutPort(url), withDefaultPort(url)])]
+    needsFullCheck = new URL(url).toString() !== url
+  } catch {
+    // Not a URL at all (validateRequest would throw): it cannot be the one Twilio signed.
+    return 'invalid_signature'
+  }
+  const given = Buffer.from(signature)
   for (const token of candidates) {
-    try {
-      if (twilio.validateRequest(token, signature, url, params)) return 'valid'
-    } catch {
-      // validateRequest's fallback parses the URL with `new URL()`, which throws for a target that
-      // makes no URL: such a request cannot be the one Twilio signed.
-      return 'invalid_signature'
+    for (const variant of variants) {
+      if (timingSafeEqual(given, Buffer.from(twilio.getExpectedTwilioSignature(token, variant, params)))) return 'valid'
     }
+    if (needsFullCheck && twilio.validateRequest(token, signature, url, params)) return 'valid'
   }
   return 'invalid_signature'
+}
+
+const AUTHORITY = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#@]*@)?(\[[^\]]*\]|[^/?#:]*)(:\d*)?/i
+
+function withoutPort (url: string): string {
+  return url.replace(AUTHORITY, (_m, scheme: string, user: string | undefined, host: string) => `${scheme}${user ?? ''}${host}`)
+}
+
+function withDefaultPort (url: string): string {
+  return url.replace(AUTHORITY, (m, scheme: string, user: string | undefined, host: string, port: string | undefined) =>
+    port !== undefined ? m : `${scheme}${user ?? ''}${host}:${scheme.toLowerCase() === 'https://' ? 443 : 80}`)
 }
 
 const SIGNATURE_SHAPE = /^[A-Za-z0-9+/]{27}=$/
