@@ -29,6 +29,8 @@ import { createTestDatabase } from './helpers/database.ts'
 import { RESEND_PATH, RESEND_SECRET, svixHeaders } from './helpers/resend.ts'
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000)
+// About 100,000 requests: more than the default 120 s per file on a loaded machine.
+t.setTimeout(900_000)
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
 
