@@ -13,6 +13,7 @@ import { maskAddress } from '../domain/channel.ts'
 import { twilioCallbackToEvent } from '../domain/twilio-callback.ts'
 import { AppError, databaseUnavailable } from '../errors.ts'
 import type { EventBatcher } from '../ingest/batcher.ts'
+import { maskUrl } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import { RefusedInput } from '../domain/storable.ts'
 import { publicUrlOf, signedUrlHint, verifyTwilioSignature } from '../providers/twilio-signature.ts'
@@ -70,7 +71,8 @@ export async function twilioStatusRoutes (app: FastifyInstance, opts: TwilioStat
         accountSid: typeof params.AccountSid === 'string' ? params.AccountSid.slice(0, 64) : undefined,
         signaturePresent: typeof signature === 'string' && signature !== '',
         // The exact URL the signature was checked against (bounded: the request line is not).
-        checkedUrl: url.slice(0, 2048),
+        // to/from query values masked, as in the access log.
+        checkedUrl: maskUrl(url.slice(0, 2048)),
         ...(hint === undefined ? {} : { hint })
       }, 'rejected Twilio callback')
       throw verdict === 'unknown_account'
