@@ -22,6 +22,7 @@ import { createMetrics, type Metrics } from './metrics.ts'
 import { apiKeyAuth } from './plugins/api-key-auth.ts'
 import rateLimit from '@fastify/rate-limit'
 import { loadShedding } from './plugins/load-shedding.ts'
+import { storableBody } from './plugins/storable-body.ts'
 import { metricsRoutes } from './routes/metrics.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
@@ -131,14 +132,14 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     }, reply.elapsedTime / 1000)
   })
 
-  await app.register(loadShedding, { config, metrics })
+  await app.register(loadShedding, { config, metrics, recorderBacklog: () => recorder.batcher.queued })
 
   await app.register(healthRoutes, { db: deps.db, version: pkg.version })
   await app.register(docsRoutes)
   await app.register(metricsRoutes, { config, metrics })
   // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
   if (config.resendWebhookSecrets.length > 0) {
-    await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, recorder, metrics })
+    await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, recorder, metrics, bodyLimit: config.limits.resendMaxBodyBytes })
   } else {
     await app.register(resendWebhookOffRoute)
   }
@@ -155,6 +156,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
 
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
+    await v1.register(storableBody, { metrics })
     // Per API key, after authentication (preHandler), per process. Webhooks are outside /v1.
     await v1.register(rateLimit, {
       global: true,
@@ -175,7 +177,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       idempotencyLeaseMs: 2 * config.twilioRequestTimeoutMs + 5_000
     })
     await v1.register(statsRoutes, { db: deps.db })
-    await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes })
+    await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes, streamsPerKey: config.limits.streamsPerKey })
   }, { prefix: '/v1' })
 
   return app

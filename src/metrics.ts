@@ -4,6 +4,19 @@
 import { sql, type Kysely } from 'kysely'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Database } from './db/database.ts'
+import { RESEND_STATUS_RANK, TWILIO_STATUS_RANK } from './domain/status-precedence.ts'
+
+/**
+ * A status as a metrics label: the statuses Tidings knows, else `other`. Providers add statuses
+ * and a forged or odd payload can carry any name; each distinct label value is a new series
+ * (9,490 from one fuzz run), so the set is bounded here, for every caller of `events.inc`.
+ */
+export function statusLabel (status: string): string {
+  return Object.hasOwn(TWILIO_STATUS_RANK, status) || Object.hasOwn(RESEND_STATUS_RANK, status) ||
+    status === 'email.opened' || status === 'email.clicked'
+    ? status
+    : 'other'
+}
 
 /** Webhook outcomes, as counted in `tidings_webhooks_total{provider,outcome}`. */
 export type WebhookOutcome = 'accepted' | 'duplicate' | 'invalid_signature' | 'unknown_account' | 'account_mismatch' | 'invalid_payload' | 'unavailable' | 'ignored'
@@ -14,12 +27,16 @@ export interface Metrics {
   events: Counter<'channel' | 'status'>
   /** Request latency in seconds, by method, route pattern and status code. */
   httpDuration: Histogram<'method' | 'route' | 'status_code'>
-  /** Requests refused by load shedding, by reason. */
-  shed: Counter<'reason'>
+  /** Requests refused by load shedding, by reason and request class (`read`, `callback`). */
+  shed: Counter<'reason' | 'class'>
   /** Reconciliation: messages looked up (or given up on), by provider and `ReconcileOutcome`. */
   reconcile: Counter<'provider' | 'outcome'>
   /** Rows deleted by retention, by table. */
   retentionDeleted: Counter<'table'>
+  /** Input changed at the door so it can be stored (`src/domain/storable.ts`), by source and reason. */
+  inputNormalized: Counter<'source' | 'reason'>
+  /** Input refused at the door (4xx) because it could never be stored or read, by source and reason. */
+  inputRefused: Counter<'source' | 'reason'>
 }
 
 /** What a database pool reports about itself (PostgreSQL only). */
@@ -77,6 +94,16 @@ function registerDatabaseGauges (registry: Registry, db: Kysely<Database>): void
   registry.registerMetric(oldest)
 }
 
+/** `events.inc` with the status label bounded by `statusLabel`, whoever calls it. */
+function boundedStatusCounter (counter: Counter<'channel' | 'status'>): Counter<'channel' | 'status'> {
+  const inc = counter.inc.bind(counter)
+  counter.inc = ((labels?: Partial<Record<'channel' | 'status', string | number>> | number, value?: number) => {
+    if (typeof labels === 'object' && labels.status !== undefined) labels = { ...labels, status: statusLabel(String(labels.status)) }
+    inc(labels as never, value as never)
+  }) as typeof counter.inc
+  return counter
+}
+
 /**
  * Creates the registry and Tidings' own metrics.
  * @param poolStats - reads the database pool's state at scrape time, when there is a pool.
@@ -111,8 +138,8 @@ export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database
     }),
     shed: new Counter({
       name: 'tidings_load_shed_total',
-      help: 'Requests answered 503 by load shedding, by reason',
-      labelNames: ['reason'],
+      help: 'Requests answered 503 by load shedding, by reason and request class (read: reads, stats, streams, health, console; callback: POST /webhooks/*)',
+      labelNames: ['reason', 'class'],
       registers: [registry]
     }),
     registry,
@@ -122,10 +149,22 @@ export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database
       labelNames: ['provider', 'outcome'],
       registers: [registry]
     }),
-    events: new Counter({
+    events: boundedStatusCounter(new Counter({
       name: 'tidings_events_recorded_total',
-      help: 'New status events recorded, by channel and status',
+      help: 'New status events recorded, by channel and status (statuses Tidings does not know count as "other")',
       labelNames: ['channel', 'status'],
+      registers: [registry]
+    })),
+    inputNormalized: new Counter({
+      name: 'tidings_input_normalized_total',
+      help: 'Provider input changed so it can be stored (lone_surrogate: replaced by U+FFFD; implausible_time: receive time used), by source and reason',
+      labelNames: ['source', 'reason'],
+      registers: [registry]
+    }),
+    inputRefused: new Counter({
+      name: 'tidings_input_refused_total',
+      help: 'Requests refused with a 4xx before any work because a value could never be stored or read (nul, too_deep, too_many_params, too_large, bad_query), by source and reason',
+      labelNames: ['source', 'reason'],
       registers: [registry]
     }),
     reconcile: new Counter({

@@ -4,6 +4,7 @@ import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
 import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } from './maintenance.ts'
+import { LimitsEnvSchema, parseLimitsConfig, placeholderProblems, type LimitsConfig } from './limits.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -19,7 +20,7 @@ export const EnvSchema = Type.Object({
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   DATA_DIR: Type.String({ default: './data', minLength: 1 }),
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
-  DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
+  DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 5000 }),
   MIGRATE_ON_START: Type.Boolean({ default: true }),
   WEBHOOK_BATCH_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
   WEBHOOK_BATCH_CONCURRENCY: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
@@ -30,7 +31,7 @@ export const EnvSchema = Type.Object({
   FALLBACK_SMS_FROM: Type.Optional(Type.String({ pattern: '^\\+[1-9][0-9]{6,14}$' })),
   FALLBACK_MESSAGING_SERVICE_SID: Type.Optional(Type.String({ pattern: '^MG[0-9a-fA-F]{32}$' })),
   FALLBACK_SMS_FROM_MAP: Type.Optional(Type.String()),
-  FALLBACK_MAX_PER_RECIPIENT_PER_DAY: Type.Integer({ minimum: 0, default: 3 }),
+  FALLBACK_MAX_PER_RECIPIENT_PER_DAY: Type.Integer({ minimum: 0, maximum: 10_000, default: 3 }),
   FALLBACK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 5 }),
   FALLBACK_RETRY_DELAY_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 5 }),
   FALLBACK_POLL_INTERVAL_SECONDS: Type.Number({ minimum: 0.5, maximum: 300, default: 2 }),
@@ -54,14 +55,15 @@ export const EnvSchema = Type.Object({
   TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
   API_KEYS: Type.Optional(Type.String()),
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
-  MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, default: 200 }),
+  MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 200 }),
   MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
-  MAX_HEAP_USED_BYTES: Type.Optional(Type.Integer({ minimum: 0 })),
-  PRESSURE_SAMPLE_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000 }),
-  RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, default: 1200 }),
+  MAX_HEAP_USED_BYTES: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  PRESSURE_SAMPLE_INTERVAL_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
+  RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 1_000_000_000, default: 1200 }),
   STREAM_HEARTBEAT_S: Type.Integer({ minimum: 1, maximum: 3600, default: 15 }),
-  STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024 }),
-  IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 })
+  STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 1024 * 1024 }),
+  IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 }),
+  ...LimitsEnvSchema
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -141,6 +143,8 @@ export interface Config {
   streamMaxBufferBytes: number
   /** How long `POST /v1/messages` remembers an `Idempotency-Key`, in ms. */
   idempotencyTtlMs: number
+  /** Webhook input bounds, streams per key, callback shedding (`src/config/limits.ts`). */
+  limits: LimitsConfig
 }
 
 export class ConfigError extends Error {
@@ -229,7 +233,7 @@ function parseResendSecrets (env: Pick<Env, 'RESEND_WEBHOOK_SECRET' | 'RESEND_EN
  * @throws {ConfigError} listing every missing or invalid variable at once.
  */
 export function loadConfig (env: Record<string, string | undefined>): Config {
-  const problems: string[] = []
+  const problems: string[] = placeholderProblems(env)
   let parsed: Env
   try {
     parsed = envSchema<Env>({ schema: EnvSchema, data: { ...env }, dotenv: false })
@@ -282,7 +286,8 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     rateLimitPerMinute: parsed.RATE_LIMIT_PER_MINUTE,
     streamHeartbeatS: parsed.STREAM_HEARTBEAT_S,
     streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES,
-    idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000)
+    idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000),
+    limits: parseLimitsConfig(parsed)
   }
 }
 

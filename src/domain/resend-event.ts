@@ -11,7 +11,7 @@
  */
 import type { EngagementKind } from '../db/database.ts'
 import { AppError } from '../errors.ts'
-import { assertNoNul } from './nul.ts'
+import { toStorable, type NormalizeReason } from './storable.ts'
 import type { IncomingEvent, MessageIdentity } from '../ingest/record-events.ts'
 import { RESEND_STATUS_RANK } from './status-precedence.ts'
 
@@ -62,11 +62,26 @@ function optionalObject (obj: Json, field: string, path: string): Json {
   return value
 }
 
-/** An ISO 8601 time as Resend sends it (`2024-11-22T23:41:12.126Z`), or `null` when not valid. */
-export function parseResendTime (value: unknown): Date | null {
+/** Earliest provider time taken as real: Resend did not exist before it. */
+const EARLIEST_PROVIDER_TIME = Date.UTC(2000, 0, 1)
+/** Clock skew allowed into the future of the receive time. */
+const MAX_FUTURE_SKEW_MS = 24 * 3600_000
+
+/**
+ * An ISO 8601 time as Resend sends it (`2024-11-22T23:41:12.126Z`), or `null` when not valid.
+ * @param receivedAt - when given, a time before 2000 or more than a day after it is impossible
+ *   for an event and also `null` (`9999-12-31T23:59:59-01:00` is year 10000 in UTC, which the
+ *   API's date-time format cannot carry); `onImplausible` is then called.
+ */
+export function parseResendTime (value: unknown, receivedAt?: Date, onImplausible?: () => void): Date | null {
   if (typeof value !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(value)) return null
   const ms = Date.parse(value)
-  return Number.isFinite(ms) ? new Date(ms) : null
+  if (!Number.isFinite(ms)) return null
+  if (receivedAt !== undefined && (ms < EARLIEST_PROVIDER_TIME || ms > receivedAt.getTime() + MAX_FUTURE_SKEW_MS)) {
+    onImplausible?.()
+    return null
+  }
+  return new Date(ms)
 }
 
 function recipientsOf (data: Json): string[] {
@@ -100,12 +115,16 @@ function errorOf (type: string, data: Json): [string | null, string | null] {
  * Classifies and normalises one verified delivery.
  * @param payload - the parsed JSON body (signature already checked).
  * @param svixId - the delivery's `svix-id` header.
- * @param receivedAt - when Tidings received it; the fallback when `created_at` is not valid.
- * @throws {AppError} `invalid_payload` naming the field when the body is not a Resend event.
+ * @param receivedAt - when Tidings received it; the fallback when `created_at` is not valid or
+ *   impossible (see `parseResendTime`).
+ * @param onNormalized - called for each kind of change made to store it (`toStorable`, times).
+ * @throws {AppError} `invalid_payload` naming the field when the body is not a Resend event, holds
+ *   NUL or nests too deep (`RefusedInput`).
  */
-export function parseResendDelivery (payload: unknown, svixId: string, receivedAt: Date): ResendDelivery {
-  if (!isObject(payload)) throw new AppError('invalid_payload', 'The body must be a JSON object')
-  assertNoNul(payload)
+export function parseResendDelivery (received: unknown, svixId: string, receivedAt: Date, onNormalized: (reason: NormalizeReason) => void = () => {}): ResendDelivery {
+  if (!isObject(received)) throw new AppError('invalid_payload', 'The body must be a JSON object')
+  const payload = toStorable(received, onNormalized)
+  const time = (value: unknown): Date | null => parseResendTime(value, receivedAt, () => { onNormalized('implausible_time') })
   const type = payload.type
   if (typeof type !== 'string' || type === '') throw new AppError('invalid_payload', 'type is required')
   const isStatus = Object.hasOwn(RESEND_STATUS_RANK, type)
@@ -128,7 +147,7 @@ export function parseResendDelivery (payload: unknown, svixId: string, receivedA
     to: recipients[0] ?? null,
     email: { subject: optionalString(data, 'subject', 'data'), recipients, tags }
   }
-  const eventTime = parseResendTime(payload.created_at)
+  const eventTime = time(payload.created_at)
 
   if (engagementKind !== undefined) {
     const click = engagementKind === 'clicked' ? optionalObject(data, 'click', 'data') : {}
@@ -138,7 +157,7 @@ export function parseResendDelivery (payload: unknown, svixId: string, receivedA
         message,
         kind: engagementKind,
         svixId,
-        occurredAt: parseResendTime(click.timestamp) ?? eventTime ?? receivedAt,
+        occurredAt: time(click.timestamp) ?? eventTime ?? receivedAt,
         receivedAt,
         link: optionalString(click, 'link', 'data.click'),
         ipAddress: optionalString(click, 'ipAddress', 'data.click'),

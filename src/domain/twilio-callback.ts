@@ -3,7 +3,7 @@
  * Parameters: https://www.twilio.com/docs/messaging/guides/track-outbound-message-status
  */
 import { AppError } from '../errors.ts'
-import { assertNoNul } from './nul.ts'
+import { toStorable, type NormalizeReason } from './storable.ts'
 import type { IncomingEvent } from '../ingest/record-events.ts'
 import { detectTwilioChannel, normalizeAddress, TWILIO_MESSAGE_SID } from './channel.ts'
 
@@ -44,9 +44,10 @@ export function parseRawDlrDoneDate (value: string | null): Date | null {
  * @throws {AppError} `invalid_payload` naming the field when `MessageSid` is not a Twilio message
  *   SID, `MessageStatus` is missing or malformed, a field appears more than once, or a value
  *   contains NUL.
+ * @param onNormalized - called for each kind of change made to store it (`toStorable`).
  */
-export function twilioCallbackToEvent (params: Record<string, unknown>, receivedAt: Date): IncomingEvent {
-  assertNoNul(params)
+export function twilioCallbackToEvent (received: Record<string, unknown>, receivedAt: Date, onNormalized?: (reason: NormalizeReason) => void): IncomingEvent {
+  const params = toStorable(received, onNormalized)
   const sid = single(params, 'MessageSid') ?? single(params, 'SmsSid')
   if (sid === undefined || sid === '') throw new AppError('invalid_payload', 'MessageSid is required')
   if (!TWILIO_MESSAGE_SID.test(sid)) throw new AppError('invalid_payload', 'MessageSid must be a Twilio message SID (SM or MM followed by 32 hex digits)')

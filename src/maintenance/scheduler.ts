@@ -24,6 +24,9 @@ import { runRetention } from './retention.ts'
 export const RECONCILE_QUEUE = 'tidings-reconcile'
 export const RETENTION_QUEUE = 'tidings-retention'
 
+/** pg-boss's ceiling for `expireInSeconds` (`expiration cannot exceed 24 hours`). */
+export const MAX_JOB_EXPIRY_S = 24 * 3600
+
 /** A pg-boss recurrence rule for "every `ms`". */
 export function everyRule (ms: number): string {
   return `FREQ=SECONDLY;INTERVAL=${Math.round(ms / 1000)}`
@@ -79,8 +82,9 @@ export async function startScheduledJobs (deps: ScheduledJobsDeps): Promise<void
   }
 
   const reconcileDeps = reconcileDepsOf(config, deps.db, deps.recorder, log, deps.metrics)
-  // A pass may wait for every request in the batch to time out.
-  const reconcileExpiry = Math.ceil(config.reconcile.batch * config.twilioRequestTimeoutMs / 1000) + 60
+  // A pass may wait for every request in the batch to time out; pg-boss refuses an expiry over
+  // 24 h (RECONCILE_BATCH=10000 with a 10 s timeout asked for 27.8 h and failed start-up).
+  const reconcileExpiry = Math.min(MAX_JOB_EXPIRY_S, Math.ceil(config.reconcile.batch * config.twilioRequestTimeoutMs / 1000) + 60)
   await schedule(RECONCILE_QUEUE, config.reconcile.intervalMs, reconcileExpiry, async () => {
     await runReconcile(reconcileDeps, config.reconcile)
   })

@@ -13,6 +13,9 @@ import { Webhook, WebhookVerificationError } from 'svix'
 export type ResendSignatureVerdict = { valid: true } | { valid: false, reason: string }
 
 const REQUIRED_HEADERS = ['svix-id', 'svix-timestamp', 'svix-signature'] as const
+const MAX_SVIX_ID = 256
+/** Room for ten `v1,<base64 of 32 bytes>` entries. */
+const MAX_SVIX_SIGNATURE = 1024
 
 /** A reason safe to log for svix's error (never the secret or the signature). */
 function reasonOf (err: WebhookVerificationError): { reason: string, timestamp: boolean } {
@@ -46,6 +49,10 @@ export function verifyResendSignature (verifiers: readonly Webhook[], rawBody: B
     else svixHeaders[name] = value
   }
   if (missing.length > 0) return { valid: false, reason: `missing or repeated header: ${missing.join(', ')}` }
+  // Bounded before any HMAC: Svix ids are short, and a rotation carries a few signatures at most.
+  if (svixHeaders['svix-id'].length > MAX_SVIX_ID || svixHeaders['svix-signature'].length > MAX_SVIX_SIGNATURE) {
+    return { valid: false, reason: `svix-id longer than ${MAX_SVIX_ID} or svix-signature longer than ${MAX_SVIX_SIGNATURE} characters` }
+  }
   let reason = 'no Resend webhook secret is configured'
   for (const verifier of verifiers) {
     try {

@@ -12,6 +12,7 @@ import type { Channel, Database, MessageEventRow, MessageRow } from '../db/datab
 import { findMessageBySid, listEventsOf, listMessages, type MessageCursor } from '../db/messages.ts'
 import { normalizeAddress } from '../domain/channel.ts'
 import { AppError } from '../errors.ts'
+import { realTime, timeQuery } from './query-time.ts'
 import { ErrorBody, Message, MessageEvent, MessageListQuery, MessageSidParams, type MessageBody, type MessageEventBody } from './schemas.ts'
 
 const iso = (d: Date | null): string | null => d === null ? null : d.toISOString()
@@ -87,7 +88,10 @@ function encodeCursor (c: MessageCursor): string {
 function decodeCursor (raw: string): MessageCursor {
   try {
     const [createdAt, sid] = JSON.parse(Buffer.from(raw, 'base64url').toString()) as unknown[]
-    if (typeof createdAt === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/.test(createdAt) && typeof sid === 'string') {
+    // Every part checked as strictly as the API writes it: a crafted cursor must not reach
+    // PostgreSQL as an impossible date or a NUL.
+    if (typeof createdAt === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$/.test(createdAt) &&
+      realTime(`${createdAt.slice(0, 23)}Z`) !== undefined && typeof sid === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(sid)) {
       return { createdAt, sid }
     }
   } catch {}
@@ -105,8 +109,10 @@ export const messageRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     }
   }, async (request) => {
     const q = request.query
-    const since = q.since === undefined ? undefined : new Date(q.since)
-    const until = q.until === undefined ? undefined : new Date(q.until)
+    const since = timeQuery('since', q.since)
+    const until = timeQuery('until', q.until)
+    // Ajv's integer check lets Infinity through (`limit=Infinity`, `limit=1e400`).
+    if (q.limit !== undefined && !Number.isSafeInteger(q.limit)) throw new AppError('invalid_payload', 'querystring.limit must be an integer from 1 to 200')
     const { rows, next } = await listMessages(db, {
       status: q.status,
       channel: q.channel as Channel | undefined,

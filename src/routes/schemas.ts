@@ -106,10 +106,11 @@ export const MessageSidParams = Type.Object({
 export const MessageListQuery = Type.Object({
   status: Type.Optional(Type.Unsafe<string>({ type: 'string', enum: [...KNOWN_STATUSES] })),
   channel: Type.Optional(Type.Union(['sms', 'mms', 'whatsapp', 'email'].map((c) => Type.Literal(c)))),
-  to: Type.Optional(Type.String({ minLength: 1, maxLength: 320 })),
-  external_id: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
-  since: Type.Optional(Type.String({ format: 'date-time', description: 'ISO 8601, inclusive' })),
-  until: Type.Optional(Type.String({ format: 'date-time', description: 'ISO 8601, exclusive' })),
+  // No NUL: PostgreSQL text cannot hold it, so no stored value could match (a 400, not a 500).
+  to: Type.Optional(Type.String({ minLength: 1, maxLength: 320, pattern: '^[^\\x00]+$' })),
+  external_id: Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\x00]+$' })),
+  since: Type.Optional(Type.String({ format: 'date-time', description: 'ISO 8601 with seconds and a full offset (Z or +05:00), inclusive' })),
+  until: Type.Optional(Type.String({ format: 'date-time', description: 'ISO 8601 with seconds and a full offset (Z or +05:00), exclusive' })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
   cursor: Type.Optional(Type.String({ maxLength: 512 }))
 }, { additionalProperties: false })

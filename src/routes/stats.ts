@@ -9,6 +9,7 @@ import type { Channel, Database } from '../db/database.ts'
 import { computeStats } from '../db/stats.ts'
 import { twilioErrorMeaning } from '../domain/twilio-error-codes.ts'
 import { AppError } from '../errors.ts'
+import { timeQuery } from './query-time.ts'
 import { ErrorBody } from './schemas.ts'
 
 const Nullable = <T extends ReturnType<typeof Type.String | typeof Type.Number>>(t: T) => Type.Union([t, Type.Null()])
@@ -46,8 +47,8 @@ export const statsRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = 
     }
   }, async (request) => {
     const q = request.query
-    const since = q.since === undefined ? undefined : new Date(q.since)
-    const until = q.until === undefined ? undefined : new Date(q.until)
+    const since = timeQuery('since', q.since)
+    const until = timeQuery('until', q.until)
     if (since !== undefined && until !== undefined && since.getTime() >= until.getTime()) {
       throw new AppError('invalid_payload', 'querystring.since must be before querystring.until')
     }

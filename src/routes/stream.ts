@@ -7,6 +7,7 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
+import { Gauge } from 'prom-client'
 import { AppError } from '../errors.ts'
 import type { EventHub, StreamEvent } from '../stream/event-hub.ts'
 import { ErrorBody } from './schemas.ts'
@@ -17,6 +18,8 @@ export interface StreamOptions {
   heartbeatMs: number
   /** Unsent bytes allowed per client before it is disconnected. */
   maxBufferBytes: number
+  /** Concurrent streams per API key in this process (`STREAMS_PER_KEY`); more get 429. */
+  streamsPerKey: number
 }
 
 function frame (e: StreamEvent): string {
@@ -24,6 +27,16 @@ function frame (e: StreamEvent): string {
 }
 
 export const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, opts) => {
+  /** Open streams per API key name. */
+  const open = new Map<string, number>()
+  // eslint-disable-next-line no-new -- registered in the app's registry, read at scrape time
+  new Gauge({
+    name: 'tidings_stream_clients',
+    help: 'Stream subscribers registered in the event hub (live or catching up)',
+    registers: [app.metrics.registry],
+    collect () { this.set(opts.hub.subscriberCount) }
+  })
+
   app.get('/stream', {
     schema: {
       summary: 'Live status events (Server-Sent Events)',
@@ -32,7 +45,7 @@ export const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app
         sid: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }))
       }, { additionalProperties: false }),
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String()) }),
-      response: { 400: ErrorBody, 401: ErrorBody }
+      response: { 400: ErrorBody, 401: ErrorBody, 429: ErrorBody }
     }
   }, async (request, reply) => {
     const rawLast = request.headers['last-event-id']
@@ -41,6 +54,12 @@ export const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app
       if (!/^\d{1,19}$/.test(rawLast)) throw new AppError('invalid_payload', 'headers.last-event-id must be an event id')
       lastEventId = BigInt(rawLast)
     }
+    const key = request.apiKeyName ?? request.ip
+    const mine = open.get(key) ?? 0
+    if (mine >= opts.streamsPerKey) {
+      throw new AppError('rate_limited', `This API key already has ${mine} open streams, the most allowed per key (STREAMS_PER_KEY); close one first`)
+    }
+    open.set(key, mine + 1)
     reply.hijack()
     const res = reply.raw
     res.writeHead(200, {
@@ -51,13 +70,15 @@ export const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app
     })
     res.write('retry: 2000\n: connected\n\n')
     let closed = false
-    // Set once subscribed; the client may leave before that.
-    const subscription: { cancel?: () => void } = {}
+    // Aborted on every way out: unregisters the subscriber, and stops a catch-up in progress.
+    const left = new AbortController()
     const end = (reason: string): void => {
       if (closed) return
       closed = true
       clearInterval(heartbeat)
-      subscription.cancel?.()
+      left.abort()
+      const n = (open.get(key) ?? 1) - 1
+      if (n > 0) open.set(key, n); else open.delete(key)
       request.log.info({ reason }, 'stream closed')
       res.end()
       if (reason === 'slow_client') res.destroy()
@@ -69,11 +90,16 @@ export const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app
     }
     const heartbeat = setInterval(() => write(': heartbeat\n\n'), opts.heartbeatMs)
     request.raw.on('close', () => end('client_closed'))
-    subscription.cancel = await opts.hub.subscribe({
-      filter: { channel: request.query.channel, sid: request.query.sid },
-      deliver: (events) => write(events.map(frame).join('')),
-      close: () => end('server_closing')
-    }, lastEventId)
-    if (closed) subscription.cancel()
+    try {
+      await opts.hub.subscribe({
+        filter: { channel: request.query.channel, sid: request.query.sid },
+        deliver: (events) => write(events.map(frame).join('')),
+        close: () => end('server_closing')
+      }, lastEventId, left.signal)
+    } catch (err) {
+      // The client reconnects (retry: 2000) and resumes with Last-Event-ID.
+      if (!closed) request.log.warn({ err }, 'stream: catch-up failed; closing the stream')
+      end('catch_up_failed')
+    }
   })
 }

@@ -128,14 +128,26 @@ export class EventHub {
     await this.#unlisten?.()
   }
 
+  /** Subscribers registered now (live or catching up). */
+  get subscriberCount (): number { return this.#subscribers.size }
+
   /** The highest id fanned out so far (the live edge), once known. */
   get emitted (): bigint | null { return this.#emitted }
 
   /**
    * Adds a subscriber. With `lastEventId`, first replays every matching event after it up to the
    * live edge, holding live events back meanwhile so nothing is missed or repeated.
+   *
+   * Cleans up on every path: the subscriber is registered together with its removal, and removed
+   * when `signal` aborts (the client left: catch-up stops at the next page), when catch-up fails
+   * (the error is rethrown), and by the returned function.
+   * @param signal - aborted when the subscriber is no longer wanted.
+   * @returns a function that unregisters the subscriber (idempotent).
+   * @throws the catch-up read's error, or an `AbortError` when `signal` aborted first; the
+   *   subscriber is unregistered then.
    */
-  async subscribe (sub: Subscriber, lastEventId?: bigint): Promise<() => void> {
+  async subscribe (sub: Subscriber, lastEventId?: bigint, signal?: AbortSignal): Promise<() => void> {
+    signal?.throwIfAborted()
     let cursor = lastEventId
     const held: StreamEvent[][] = []
     let catchingUp = cursor !== undefined
@@ -148,23 +160,41 @@ export class EventHub {
         if (fresh.length > 0) sub.deliver(fresh)
       }
     }
+    const cancel = (): void => {
+      this.#subscribers.delete(wrapped)
+      held.length = 0
+      signal?.removeEventListener('abort', cancel)
+    }
+    signal?.addEventListener('abort', cancel, { once: true })
     this.#subscribers.add(wrapped)
     this.wake()
-    if (catchingUp && cursor !== undefined) {
-      while (this.#emitted === null && !this.#stopped) await new Promise((resolve) => setTimeout(resolve, 10))
-      const edge = this.#emitted ?? 0n
-      while (cursor < edge && this.#subscribers.has(wrapped)) {
+    if (!catchingUp || cursor === undefined) return cancel
+    // The live edge when catch-up began: later events are held back meanwhile.
+    let edge = 0n
+    try {
+      while (this.#emitted === null && !this.#stopped) {
+        signal?.throwIfAborted()
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      edge = this.#emitted ?? 0n
+      while (cursor < edge) {
+        signal?.throwIfAborted()
+        if (!this.#subscribers.has(wrapped)) return cancel
         const page = await readEvents(this.#db, cursor, edge, PAGE, sub.filter)
+        signal?.throwIfAborted()
         if (page.length === 0) break
         sub.deliver(page)
         cursor = BigInt(page[page.length - 1].id)
         if (page.length < PAGE) break
       }
-      cursor = cursor > edge ? cursor : edge
-      catchingUp = false
-      for (const batch of held.splice(0)) wrapped.deliver(batch)
+    } catch (err) {
+      cancel()
+      throw err
     }
-    return () => { this.#subscribers.delete(wrapped) }
+    cursor = cursor > edge ? cursor : edge
+    catchingUp = false
+    for (const batch of held.splice(0)) wrapped.deliver(batch)
+    return cancel
   }
 
   /** Asks for a read soon (debounced by the running read). */

@@ -13,6 +13,7 @@ import type { Kysely } from 'kysely'
 import type { Database } from '../db/database.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { parseResendDelivery, type ResendDelivery } from '../domain/resend-event.ts'
+import { RefusedInput } from '../domain/storable.ts'
 import { AppError } from '../errors.ts'
 import { recordEngagement } from '../ingest/record-engagement.ts'
 import { addLogFields } from '../http/request-log.ts'
@@ -27,10 +28,9 @@ export interface ResendWebhookOptions {
   /** The app's recorder, for status events (engagement has its own log). */
   recorder: Recorder
   metrics: Metrics
+  /** Body limit for Resend deliveries, in bytes (`RESEND_MAX_BODY_BYTES`, default 256 KiB). */
+  bodyLimit?: number
 }
-
-/** Body limit for Resend deliveries, in bytes (256 KiB). */
-export const RESEND_BODY_LIMIT = 256 * 1024
 
 // Rejects bytes that are not UTF-8 rather than replacing them: the JSON Resend signs is UTF-8.
 const utf8 = new TextDecoder('utf-8', { fatal: true })
@@ -38,16 +38,17 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
 export async function resendWebhookRoutes (app: FastifyInstance, opts: ResendWebhookOptions): Promise<void> {
   if (opts.secrets.length === 0) throw new Error('resendWebhookRoutes needs at least one secret')
   const verifiers = resendVerifiers(opts.secrets)
+  const bodyLimit = opts.bodyLimit ?? 256 * 1024
   const count = (outcome: WebhookOutcome): void => { opts.metrics.webhooks.inc({ provider: 'resend', outcome }) }
 
   // Keep the exact bytes: the signature covers them, and re-serialised JSON would not match.
   // Encapsulated: only this plugin's routes parse JSON this way; other content types are a 415.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: RESEND_BODY_LIMIT }, (_request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => {
     done(null, body)
   })
 
-  app.post('/webhooks/resend', { bodyLimit: RESEND_BODY_LIMIT }, async (request, reply) => {
+  app.post('/webhooks/resend', { bodyLimit }, async (request, reply) => {
     const rawBody = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
     const svixIdHeader = request.headers['svix-id']
     const verdict = verifyResendSignature(verifiers, rawBody, request.headers)
@@ -70,9 +71,13 @@ export async function resendWebhookRoutes (app: FastifyInstance, opts: ResendWeb
       } catch {
         throw new AppError('invalid_payload', 'The body is not valid UTF-8 JSON')
       }
-      delivery = parseResendDelivery(payload, svixId, new Date())
+      delivery = parseResendDelivery(payload, svixId, new Date(), (reason) => {
+        opts.metrics.inputNormalized.inc({ source: 'resend', reason })
+        request.log.info({ svixId, reason }, 'Resend event normalised to be stored')
+      })
     } catch (err) {
       count('invalid_payload')
+      if (err instanceof RefusedInput) opts.metrics.inputRefused.inc({ source: 'resend', reason: err.reason })
       request.log.warn({ svixId, reason: err instanceof Error ? err.message : String(err) }, 'invalid Resend payload')
       throw err
     }

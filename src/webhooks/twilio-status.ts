@@ -6,62 +6,92 @@
  * and answer 200 only after the transaction committed. Any database failure answers 503 with
  * `Retry-After`: never a 2xx for unsaved data, never a 500.
  */
+import { parse as parseForm } from 'node:querystring'
 import formbody from '@fastify/formbody'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Config } from '../config/config.ts'
 import { maskAddress } from '../domain/channel.ts'
 import { twilioCallbackToEvent } from '../domain/twilio-callback.ts'
 import { AppError } from '../errors.ts'
 import { addLogFields } from '../http/request-log.ts'
 import { recordingFailure, type Recorder } from '../ingest/recorder.ts'
+import { maskUrl } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
-import { publicUrlOf, verifyTwilioSignature } from '../providers/twilio-signature.ts'
+import { RefusedInput } from '../domain/storable.ts'
+import { publicUrlOf, signedUrlHint, verifyTwilioSignature } from '../providers/twilio-signature.ts'
 
 export interface TwilioStatusOptions {
-  config: Pick<Config, 'publicBaseUrl' | 'twilioAuthTokens'>
+  config: Pick<Config, 'publicBaseUrl' | 'twilioAuthTokens' | 'limits'>
   metrics: Metrics
   /** The app's recorder: concurrent callbacks commit together (`recordGrouped`). */
   recorder: Recorder
 }
 
-/** Body limit for Twilio callbacks, in bytes (64 KiB). */
-export const TWILIO_BODY_LIMIT = 64 * 1024
+/** Where the 403 sends people: the README section on signature failures. */
+const SIGNATURE_DOCS = 'see README.md, section "403 invalid_signature from Twilio"'
 
 export async function twilioStatusRoutes (app: FastifyInstance, opts: TwilioStatusOptions): Promise<void> {
+  const { webhookMaxParams: maxParams, webhookMaxBodyBytes: bodyLimit } = opts.config.limits
+  const refuse = (reason: 'too_many_params', message: string): RefusedInput => {
+    opts.metrics.inputRefused.inc({ source: 'twilio', reason })
+    return new RefusedInput(reason, message)
+  }
   // Only form bodies are accepted here: any other content type is a 415, not a parse attempt.
+  // Before anything else, what an unsigned request may cost is bounded: the body by size (413)
+  // and the parameters by count, counted on the raw string before parsing (400). Parsed once;
+  // twilio's validateRequest then sorts at most `maxParams` names per token and URL variant.
   app.removeAllContentTypeParsers()
-  await app.register(formbody, { bodyLimit: TWILIO_BODY_LIMIT })
+  await app.register(formbody, {
+    bodyLimit,
+    parser: (text: string) => {
+      let count = text === '' ? 0 : 1
+      for (let i = text.indexOf('&'); i !== -1 && count <= maxParams; i = text.indexOf('&', i + 1)) count++
+      // Thrown inside the content-type parser, Fastify answers with it (the error handler's 400).
+      if (count > maxParams) throw refuse('too_many_params', `The callback has more than ${maxParams} parameters (WEBHOOK_MAX_PARAMS); a Twilio status callback has about twenty`)
+      // Node's parser: repeated names become arrays, as validateRequest expects; never throws.
+      return parseForm(text, '&', '=', { maxKeys: maxParams })
+    }
+  })
 
   app.post('/webhooks/twilio/status', {
-    bodyLimit: TWILIO_BODY_LIMIT,
+    bodyLimit,
     config: { accepts: 'application/x-www-form-urlencoded' }
   }, async (request, reply) => {
     const params = (request.body ?? {}) as Record<string, unknown>
     const signature = request.headers['x-twilio-signature']
+    const url = publicUrlOf(opts.config.publicBaseUrl, targetOf(request))
     const verdict = verifyTwilioSignature(
       opts.config.twilioAuthTokens,
       typeof signature === 'string' ? signature : undefined,
-      publicUrlOf(opts.config.publicBaseUrl, request.raw.url ?? request.url),
+      url,
       params
     )
     if (verdict !== 'valid') {
       opts.metrics.webhooks.inc({ provider: 'twilio', outcome: verdict })
+      const hint = signedUrlHint(url, request.headers.host, forwardedProto(request))
       request.log.warn({
         verdict,
-        accountSid: typeof params.AccountSid === 'string' ? params.AccountSid : undefined,
+        accountSid: typeof params.AccountSid === 'string' ? params.AccountSid.slice(0, 64) : undefined,
         signaturePresent: typeof signature === 'string' && signature !== '',
-        url: request.raw.url
+        // The exact URL the signature was checked against (bounded: the request line is not).
+        // to/from query values masked, as in the access log.
+        checkedUrl: maskUrl(url.slice(0, 2048)),
+        ...(hint === undefined ? {} : { hint })
       }, 'rejected Twilio callback')
       throw verdict === 'unknown_account'
-        ? new AppError('unknown_account', 'No auth token is configured for this AccountSid')
-        : new AppError('invalid_signature', 'X-Twilio-Signature is missing or does not match this request')
+        ? new AppError('unknown_account', `No auth token is configured for this AccountSid (TWILIO_AUTH_TOKENS); ${SIGNATURE_DOCS}`)
+        : new AppError('invalid_signature', `X-Twilio-Signature is missing or does not match this request; ${SIGNATURE_DOCS}`)
     }
 
     let event
     try {
-      event = twilioCallbackToEvent(params, new Date())
+      event = twilioCallbackToEvent(params, new Date(), (reason) => {
+        opts.metrics.inputNormalized.inc({ source: 'twilio', reason })
+        request.log.info({ reason }, 'Twilio callback normalised to be stored')
+      })
     } catch (err) {
       opts.metrics.webhooks.inc({ provider: 'twilio', outcome: 'invalid_payload' })
+      if (err instanceof RefusedInput) opts.metrics.inputRefused.inc({ source: 'twilio', reason: err.reason })
       throw err
     }
 
@@ -88,4 +118,22 @@ export async function twilioStatusRoutes (app: FastifyInstance, opts: TwilioStat
     })
     return await reply.code(200).send({ outcome: outcome.outcome })
   })
+}
+
+/**
+ * The path and query of the request target as received. An absolute-form target
+ * (`POST http://x/webhooks/...`, RFC 9112 §3.2.2) is reduced to its path and query: Twilio never
+ * sends one, and glued to `PUBLIC_BASE_URL` it was no URL at all.
+ */
+function targetOf (request: FastifyRequest): string {
+  const raw = request.raw.url ?? request.url
+  if (raw.startsWith('/')) return raw
+  const rest = raw.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i, '')
+  return rest.startsWith('/') ? rest : `/${rest}`
+}
+
+/** `X-Forwarded-Proto` when a proxy set exactly one, else the connection's own scheme. */
+function forwardedProto (request: FastifyRequest): string {
+  const given = request.headers['x-forwarded-proto']
+  return typeof given === 'string' && /^https?$/i.test(given) ? given.toLowerCase() : request.protocol
 }

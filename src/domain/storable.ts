@@ -1,0 +1,91 @@
+/**
+ * What PostgreSQL can store, decided at the door. An event that can never be stored must be
+ * refused (4xx naming the field, so the provider stops retrying) or normalised before it reaches
+ * the recorder; otherwise it fails in the database as a 503 on every retry, or is stored and then
+ * breaks every read of it.
+ *
+ * - NUL (U+0000): text and jsonb cannot hold it, and it is never part of a real status or email
+ *   event: refused.
+ * - A lone UTF-16 surrogate (`"\ud800"` in JSON): jsonb refuses the escape. It only arises from a
+ *   broken encoder, and nothing a user needs is in it: replaced with U+FFFD in the stored copy.
+ * - Nesting deeper than `MAX_JSON_DEPTH`: no provider payload comes close, and deep values
+ *   overflow recursive code (ours, JSON.stringify, PostgreSQL's jsonb parser): refused.
+ *
+ * The walk is iterative, so hostile depth cannot overflow the stack here.
+ */
+import { AppError } from '../errors.ts'
+
+/** Deepest nesting of objects and arrays accepted in a provider payload (Resend's is 3–4). */
+export const MAX_JSON_DEPTH = 32
+
+/** Why a value was changed on its way in (counted in `tidings_input_normalized_total`). */
+export type NormalizeReason = 'lone_surrogate' | 'implausible_time'
+
+/** Why a value was refused (counted in `tidings_input_refused_total`). */
+export type RefuseReason = 'nul' | 'too_deep' | 'too_many_params' | 'too_large' | 'bad_query'
+
+/** An `AppError` that also says which class of input it refused, for the metric. */
+export class RefusedInput extends AppError {
+  readonly reason: RefuseReason
+  constructor (reason: RefuseReason, message: string) {
+    super('invalid_payload', message)
+    this.reason = reason
+  }
+}
+
+// A high surrogate not followed by a low one, or a low one not preceded by a high one.
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+
+function fixString (s: string, found: Set<NormalizeReason>, path: () => string): string {
+  if (s.includes('\u0000')) throw new RefusedInput('nul', `${path()} contains a NUL character, which cannot be stored`)
+  if (!LONE_SURROGATE.test(s)) return s
+  found.add('lone_surrogate')
+  return s.toWellFormed()
+}
+
+interface Frame { source: Record<string, unknown> | unknown[], target: Record<string, unknown> | unknown[], path: string, depth: number }
+
+/**
+ * A copy of a parsed JSON value (or form parameters) that PostgreSQL can store.
+ * @param value - output of `JSON.parse`, or a record of strings and string arrays.
+ * @param onNormalized - called once per kind of change made.
+ * @returns the copy; strings are the same when nothing needed changing.
+ * @throws {RefusedInput} `invalid_payload` naming the dotted path of the first field holding NUL,
+ *   or saying the payload nests deeper than `MAX_JSON_DEPTH`.
+ */
+export function toStorable<T> (value: T, onNormalized: (reason: NormalizeReason) => void = () => {}): T {
+  const found = new Set<NormalizeReason>()
+  const copy = (v: unknown, path: string, depth: number, stack: Frame[]): unknown => {
+    if (typeof v === 'string') return fixString(v, found, () => path || 'the body')
+    if (v === null || typeof v !== 'object') return v
+    if (depth >= MAX_JSON_DEPTH) throw new RefusedInput('too_deep', `${path || 'the body'} nests objects or arrays deeper than ${MAX_JSON_DEPTH} levels`)
+    const target: Record<string, unknown> | unknown[] = Array.isArray(v) ? [] : {}
+    stack.push({ source: v as Record<string, unknown>, target, path, depth: depth + 1 })
+    return target
+  }
+  const stack: Frame[] = []
+  const root = copy(value, '', 0, stack)
+  for (let frame = stack.pop(); frame !== undefined; frame = stack.pop()) {
+    const { source, target, path, depth } = frame
+    if (Array.isArray(source)) {
+      for (let i = 0; i < source.length; i++) (target as unknown[])[i] = copy(source[i], path, depth, stack)
+    } else {
+      for (const [k, v] of Object.entries(source)) {
+        const key = fixString(k, found, () => `a field name in ${path || 'the body'}`)
+        const child = path === '' ? key : `${path}.${key}`
+        // Defined as own data properties: a "__proto__" key stays a plain field.
+        Object.defineProperty(target, key, { value: copy(v, child, depth, stack), enumerable: true, writable: true, configurable: true })
+      }
+    }
+  }
+  for (const reason of found) onNormalized(reason)
+  return root as T
+}
+
+/**
+ * @throws {AppError} `invalid_payload` naming the first field (dotted path) that contains U+0000
+ *   (or nesting beyond `MAX_JSON_DEPTH`).
+ */
+export function assertNoNul (value: unknown): void {
+  toStorable(value)
+}
