@@ -13,6 +13,7 @@ import { sql, type Kysely } from 'kysely'
 import type { Database, MessageRow } from '../db/database.ts'
 import { detectTwilioChannel, normalizeAddress } from '../domain/channel.ts'
 import { AppError } from '../errors.ts'
+import { checkStorable } from './check-storable.ts'
 import { canonicalJson } from './send-message.ts'
 
 export interface RegisterRequest {
@@ -28,9 +29,11 @@ export interface RegisterRequest {
 
 /**
  * Creates or merges the message. @returns the row and whether it was created.
- * @throws {AppError} `registration_conflict` when a given field differs from the stored value.
+ * @throws {AppError} `invalid_payload` naming a field PostgreSQL could not store (`checkStorable`);
+ *   `registration_conflict` when a given field differs from the stored value.
  */
 export async function registerMessage (db: Kysely<Database>, sid: string, r: RegisterRequest): Promise<{ created: boolean, row: MessageRow }> {
+  checkStorable({ ...r })
   const channel = detectTwilioChannel({ sid, from: r.from, to: r.to })
   const given = {
     account_sid: r.account_sid ?? null,

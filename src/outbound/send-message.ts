@@ -28,6 +28,7 @@ import { recordEvents, type RecordHooks } from '../ingest/record-events.ts'
 import { classifyTwilioError, type TwilioClientFor } from '../providers/twilio-rest.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
 import { findEarlierSend } from '../providers/twilio-lookup.ts'
+import { checkStorable } from './check-storable.ts'
 
 /** The request body of `POST /v1/messages`, after schema validation. */
 export interface SendRequest {
@@ -42,8 +43,6 @@ export interface SendRequest {
   fallback?: boolean
 }
 
-/** Largest `metadata` accepted, as JSON (bytes). */
-export const METADATA_MAX_BYTES = 16 * 1024
 /** Seconds a caller is asked to wait after Twilio's 429 or an unreachable Twilio. */
 export const TWILIO_RETRY_AFTER_S = 5
 
@@ -78,7 +77,7 @@ const isWhatsApp = (address: string): boolean => /^whatsapp:/i.test(address)
 
 /**
  * The rules a JSON schema cannot say well: exactly one sender, exactly one kind of content, and
- * sizes. @throws {AppError} `invalid_payload` naming the field.
+ * text PostgreSQL can store (`checkStorable`). @throws {AppError} `invalid_payload` naming the field.
  */
 export function checkSendRequest (r: SendRequest): void {
   const invalid = (message: string): AppError => new AppError('invalid_payload', message)
@@ -94,9 +93,7 @@ export function checkSendRequest (r: SendRequest): void {
   if (r.from !== undefined && isWhatsApp(r.from) !== isWhatsApp(r.to)) {
     throw invalid('body.from must be on the same channel as body.to (both whatsapp:+E.164, or both E.164)')
   }
-  if (r.metadata !== undefined && Buffer.byteLength(JSON.stringify(r.metadata)) > METADATA_MAX_BYTES) {
-    throw invalid(`body.metadata must be at most ${METADATA_MAX_BYTES} bytes as JSON`)
-  }
+  checkStorable({ ...r })
 }
 
 /** JSON with object keys sorted at every level, so equal bodies hash equal whatever their key order. */
