@@ -7,12 +7,14 @@
  * from the addresses (`whatsapp:` prefix) when the message is new. A field that already holds a
  * *different* value is a `409 registration_conflict` naming it, so repeating a registration is
  * harmless (200) and a contradictory one is not silently dropped. `fallback` is the exception: it is
- * the caller's switch and is set whenever given (it affects failures recorded afterwards).
+ * the caller's switch and is set whenever given; `false` also cancels a fallback already decided
+ * whose SMS has not left (docs/fallback.md, "Guarantees").
  */
 import { sql, type Kysely } from 'kysely'
 import type { Database, MessageRow } from '../db/database.ts'
 import { detectTwilioChannel, normalizeAddress } from '../domain/channel.ts'
 import { AppError } from '../errors.ts'
+import { cancelPendingFallback } from '../fallback/repository.ts'
 import { checkStorable } from './check-storable.ts'
 import { canonicalJson } from './send-message.ts'
 
@@ -102,6 +104,8 @@ export async function registerMessage (db: Kysely<Database>, sid: string, r: Reg
       .where('sid', '=', sid)
       .returningAll()
       .executeTakeFirstOrThrow()
+    // The opt-out wins until the SMS leaves: a fallback decided before this flag arrived is cancelled.
+    if (r.fallback === false) await cancelPendingFallback(trx, sid)
     return { created: false, row: merged }
   })
 }
