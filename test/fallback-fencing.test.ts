@@ -34,7 +34,7 @@ t.test('fallback worker: a refused database connection while recording the SMS i
   const to = randomNumber()
   const sid = await storeWhatsAppMessage(db, { to, body: TEXT })
   // The moment Twilio accepts the SMS, the database refuses connections for a while.
-  fake.onAccepted(async () => { fake.onAccepted(null); void proxy.refuse(400) })
+  fake.onAccepted(async () => { fake.onAccepted(null); proxy.refuse(400).catch(() => {}) })
   const res = await postCallback(app, whatsappCallback(sid, 'failed', { to, errorCode: '63016' }))
   t.equal(res.statusCode, 200)
   const fallback = await waitForFallback(db, sid, ['sent', 'failed'], 60_000)

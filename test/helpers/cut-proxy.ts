@@ -63,7 +63,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
           if (failAt !== undefined && seen >= failAt) {
             failAt = undefined
             didFire = true
-            void refuse(refuseMsOnFail)
+            refuse(refuseMsOnFail).catch(() => {})
             return
           }
         }
