@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 
 // Frozen in time: never edit a migration that has shipped; add a new one.
 // Money paths (docs/fallback.md, "Guarantees"): fencing tokens for the two leases that guard a
@@ -17,9 +17,15 @@ export async function up (db: Kysely<any>): Promise<void> {
   await db.schema.alterTable('messages')
     .addColumn('reconcile_read_checks', 'integer', (c) => c.notNull().defaultTo(0))
     .execute()
+  // Delivered messages still worth a second look, by delivery time (src/maintenance/reconcile.ts).
+  await sql`
+    create index messages_read_recheck_idx on messages (delivered_at)
+    where reconcile_gave_up_at is null and status in ('delivered', 'email.delivered')
+  `.execute(db)
 }
 
 export async function down (db: Kysely<any>): Promise<void> {
+  await db.schema.dropIndex('messages_read_recheck_idx').execute()
   await db.schema.alterTable('messages').dropColumn('reconcile_read_checks').execute()
   await db.schema.alterTable('idempotency_keys').dropColumn('lease_generation').execute()
   await db.schema.alterTable('fallbacks').dropColumn('lease_generation').execute()

@@ -43,7 +43,8 @@ export function reconcileDepsOf (config: Config, db: Kysely<Database>, hooks: Re
     resend: resendClientOf(config),
     hooks,
     metrics,
-    log
+    log,
+    read: config.reconcileRead
   }
 }
 
