@@ -74,6 +74,8 @@ export interface FakeTwilio {
   seed: (message: Partial<FakeMessage> & { sid: string, account_sid: string, to: string }) => FakeMessage
   /** Queues how the next sends are answered, one behaviour per send; afterwards sends succeed. */
   answerNextSends: (...behaviours: CreateBehaviour[]) => void
+  /** Like `answerNextSends`, for sends to `to` only (taken before the global queue): concurrent tests do not share answers. */
+  answerNextSendsTo: (to: string, ...behaviours: CreateBehaviour[]) => void
   /** Queues HTTP errors (429, 500) for the next `GET …/Messages/{Sid}.json`, one per fetch; afterwards fetches succeed. */
   answerNextFetches: (...statuses: number[]) => void
   /** Moves a message on (e.g. `sent`, `delivered`, `read`, `failed`), filling `date_sent` when it leaves `queued`/`accepted`. */
@@ -138,6 +140,7 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
   const requests: FakeRequest[] = []
   const messages = new Map<string, FakeMessage>()
   const behaviours: CreateBehaviour[] = []
+  const behavioursByTo = new Map<string, CreateBehaviour[]>()
   const fetchStatuses: number[] = []
   // Pending slow answers: cleared (and released) on close so the server can stop.
   const timers = new Map<NodeJS.Timeout, () => void>()
@@ -202,7 +205,7 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
       }
 
       if (sid !== undefined) return await reply.code(405).send(twilioError(405, 20004, 'Method not allowed'))
-      const behaviour = behaviours.shift() ?? { kind: 'ok' }
+      const behaviour = behavioursByTo.get(form.To ?? '')?.shift() ?? behaviours.shift() ?? { kind: 'ok' }
       if (behaviour.kind === 'http') {
         return await reply.code(behaviour.status).send(twilioError(behaviour.status, behaviour.status === 429 ? 20429 : 20500, behaviour.status === 429 ? 'Too Many Requests' : 'Internal Server Error'))
       }
@@ -273,6 +276,7 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
       return message
     },
     answerNextSends: (...next) => { behaviours.push(...next) },
+    answerNextSendsTo: (to, ...next) => { behavioursByTo.set(to, [...(behavioursByTo.get(to) ?? []), ...next]) },
     setStatus: (sid, status, errorCode) => {
       const m = messages.get(sid)
       if (m === undefined) throw new Error(`fake Twilio: no message ${sid}`)

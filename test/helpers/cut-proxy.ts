@@ -112,7 +112,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
  * resilient to this in another branch (issue 10), so this test-only pool does it here.
  */
 export function proxiedDatabase (url: string): { db: Kysely<Database>, close: () => Promise<void> } {
-  const pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 500, statement_timeout: 5000, query_timeout: 6000 })
+  const pool = new pg.Pool({ connectionString: url, max: 40, connectionTimeoutMillis: 2000, statement_timeout: 5000, query_timeout: 6000 })
   pool.on('error', () => {})
   pool.on('connect', (client) => { client.on('error', () => {}) })
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
