@@ -274,9 +274,10 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
   const flag = r.fallback ?? true
   // Writes what only the caller knows, then the response and the idempotency record, in the
   // transaction that records the initial status (or, if a callback already recorded that status,
-  // in one of its own). Lock order: the message row (locked by recording), its fallback, the key.
-  const finish = async (trx: Transaction<Database>): Promise<{ row: MessageRow, body: unknown }> => {
-    const row = await trx.updateTable('messages')
+  // in one of its own). Lock order (docs/fallback.md): the message row (locked by recording), the
+  // fallback's recipient lock and row, the idempotency key last.
+  const storeFields = async (trx: Transaction<Database>): Promise<void> => {
+    await trx.updateTable('messages')
       .set({
         body: r.body ?? null,
         external_id: r.external_id ?? null,
@@ -284,24 +285,27 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
         fallback: flag
       })
       .where('sid', '=', sent.sid)
-      .returningAll()
-      .executeTakeFirstOrThrow()
+      .execute()
     // A failure callback may have committed first and decided with the default flag.
     if (!flag) await cancelPendingFallback(trx, sent.sid)
+  }
+  const answer = async (trx: Transaction<Database>): Promise<{ body: unknown }> => {
+    const row = await trx.selectFrom('messages').selectAll().where('sid', '=', sent.sid).executeTakeFirstOrThrow()
     const body = await deps.present(trx, row)
     if (holder !== undefined) await completeIdempotencyKey(trx, holder, 201, body, sent.sid)
-    return { row, body }
+    return { body }
   }
-  let result: { row: MessageRow, body: unknown } | undefined
+  let result: { body: unknown } | undefined
   try {
     await recordEvents(deps.db, [twilioMessageToEvent(sent, source)], {
       onRecorded: async (trx, recorded) => {
-        result = await finish(trx)
+        await storeFields(trx)
         // The fallback decides with the caller's flag and text, not the defaults the row had.
         await deps.hooks.onRecorded?.(trx, { ...recorded, message: { ...recorded.message, fallback: flag, body: r.body ?? null } })
+        result = await answer(trx)
       }
     })
-    result ??= await deps.db.transaction().execute(finish)
+    result ??= await deps.db.transaction().execute(async (trx) => { await storeFields(trx); return await answer(trx) })
   } catch (err) {
     if (err instanceof IdempotencyLeaseLostError) throw inProgress(err)
     // Twilio accepted the message: it is never sent again for this request. A retry with the same

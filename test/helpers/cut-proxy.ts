@@ -21,8 +21,10 @@ export interface CutProxy {
   refuse: (ms: number) => Promise<void>
   /** Cuts everything when the `n`-th statement from now arrives (that statement never reaches the server). */
   failAtStatement: (n: number, refuseMs?: number) => void
-  /** Resolves when the armed `failAtStatement` fired (or at once when none is armed). */
+  /** True when the armed `failAtStatement` fired (or none is armed). */
   fired: () => boolean
+  /** Disarms a `failAtStatement` that has not fired. */
+  disarm: () => void
   close: () => Promise<void>
 }
 
@@ -97,6 +99,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
     refuse,
     failAtStatement: (n, refuseMs = 100) => { failAt = seen + n; refuseMsOnFail = refuseMs; didFire = false },
     fired: () => didFire,
+    disarm: () => { failAt = undefined; didFire = true },
     close: async () => {
       closed = true
       cutAll()
