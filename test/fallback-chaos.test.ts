@@ -27,6 +27,9 @@ import { proxiedDatabase, startCutProxy } from './helpers/cut-proxy.ts'
 import { createTestDatabase } from './helpers/database.ts'
 import { fallbackEnv, randomNumber, sleep, storeWhatsAppMessage, SMS_FROM, WA_FROM } from './helpers/fallback.ts'
 
+// The file's time budget (tap's default is 120 s): 200 random schedules and two sweeps of every statement: minutes on a busy machine, bounded.
+t.setTimeout(15 * 60_000)
+
 const TEXT = 'Your parcel is waiting'
 const SEED = Number(process.env.CHAOS_SEED ?? 20261202)
 const FINAL = ['sent', 'failed', 'skipped']

@@ -9,6 +9,9 @@ import { fallbackEnv, randomNumber, sleep, storeWhatsAppMessage, waitForFallback
 import { claimIdempotencyKey, completeIdempotencyKey, IdempotencyLeaseLostError, startSendAttempt } from '../src/db/idempotency.ts'
 import { claimFallback, finishFallback, insertFallback, LeaseLostError, linkSentFallback, releaseForRetry, startAttempt } from '../src/fallback/repository.ts'
 
+// The file's time budget (tap's default is 120 s): lease run-outs and retries after cut connections.
+t.setTimeout(8 * 60_000)
+
 const TEXT = 'Your order has shipped'
 
 interface Tap { teardown: (fn: () => unknown) => void }

@@ -7,6 +7,9 @@ import { ACCOUNT_SID, API_KEY, messageSid, postCallback, smsCallback } from './h
 import { randomNumber, whatsappCallback, WA_FROM } from './helpers/fallback.ts'
 import { buildReconcileApp } from './helpers/reconcile.ts'
 
+// The file's time budget (tap's default is 120 s): 1,000 messages and their callbacks.
+t.setTimeout(8 * 60_000)
+
 const { app, db, fake, reconcile } = await buildReconcileApp(t)
 
 /** A small seeded PRNG (mulberry32), so a failing run can be replayed with SIMULATION_SEED. */

@@ -4,6 +4,9 @@ import { startFakeTwilio } from './fakes/fake-twilio.ts'
 import { API_KEY, buildTestApp, messageSid } from './helpers/app.ts'
 import { randomNumber } from './helpers/fallback.ts'
 
+// The file's time budget (tap's default is 120 s): many apps and requests.
+t.setTimeout(5 * 60_000)
+
 const FROM = '+14155550100'
 
 async function call (app: FastifyInstance, method: 'POST' | 'PUT', url: string, payload: string | Record<string, unknown>, idempotencyKey?: string): Promise<LightMyRequestResponse> {
