@@ -20,6 +20,8 @@ export const ERROR_STATUS = {
   twilio_unavailable: 502,
   twilio_rate_limited: 503,
   database_unavailable: 503,
+  /** Twilio accepted a message Tidings could not record (500 when the database refused its data). */
+  send_not_recorded: 503,
   overloaded: 503,
   internal_error: 500
 } as const

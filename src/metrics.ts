@@ -31,6 +31,8 @@ export interface Metrics {
   shed: Counter<'reason' | 'class'>
   /** Reconciliation: messages looked up (or given up on), by provider and `ReconcileOutcome`. */
   reconcile: Counter<'provider' | 'outcome'>
+  /** Reconciliation: statuses it corrected (a callback that never came), by provider and from → to status. */
+  reconcileCorrections: Counter<'provider' | 'from' | 'to'>
   /** Rows deleted by retention, by table. */
   retentionDeleted: Counter<'table'>
   /** Input changed at the door so it can be stored (`src/domain/storable.ts`), by source and reason. */
@@ -171,6 +173,12 @@ export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database
       name: 'tidings_reconcile_total',
       help: 'Reconciliation: messages fetched from their provider or given up on, by provider and outcome (changed, unchanged, not_found, error, rate_limited, gave_up)',
       labelNames: ['provider', 'outcome'],
+      registers: [registry]
+    }),
+    reconcileCorrections: new Counter({
+      name: 'tidings_reconcile_corrections_total',
+      help: 'Statuses reconciliation corrected (callbacks that never arrived), by provider and from/to status ("none": no status before)',
+      labelNames: ['provider', 'from', 'to'],
       registers: [registry]
     }),
     retentionDeleted: new Counter({

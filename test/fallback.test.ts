@@ -225,7 +225,7 @@ t.test('fallback worker: Twilio accepts, then the connection drops before Tiding
   t.equal(sms.length, 1, 'exactly one SMS')
   t.equal(sendAttempts(to), 1, 'not sent again')
   t.equal(fallback.fallback_sid, sms[0].sid, 'its SID is recorded')
-  t.ok(fake.requests.some((r) => r.method === 'GET' && r.query.To === to && r.query.From === SMS_FROM && r.query['DateSent>'] !== undefined), 'looked it up with To, From and DateSent>')
+  t.ok(fake.requests.some((r) => r.method === 'GET' && r.query.To === to && r.query.From === SMS_FROM && r.query['DateSent>'] === undefined), 'looked it up with To and From (not DateSent: a queued message has none)')
   t.equal((await messageRow(db, sms[0].sid))?.fallback_of, sid)
   t.equal(fallback.attempts, 2)
 })

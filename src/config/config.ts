@@ -5,6 +5,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
 import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } from './maintenance.ts'
 import { LimitsEnvSchema, parseLimitsConfig, placeholderProblems, type LimitsConfig } from './limits.ts'
+import { parseReconcileReadConfig, ReconcileReadEnv, type ReconcileReadConfig } from './reconcile-read.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -52,6 +53,7 @@ export const EnvSchema = Type.Object({
   RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36_500, default: 90 }),
   RETENTION_INTERVAL: Type.String({ default: '1h' }),
   SCHEDULE_CHECK_INTERVAL: Type.String({ default: '30s' }),
+  ...ReconcileReadEnv,
   TWILIO_AUTH_TOKENS: Type.Optional(Type.String()),
   API_KEYS: Type.Optional(Type.String()),
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
@@ -112,6 +114,8 @@ export interface Config {
   reconcile: ReconcileConfig
   /** Deletion of old events and engagement (`RETENTION_*`). */
   retention: RetentionConfig
+  /** Reconciliation looking delivered messages up again (`RECONCILE_READ_*`, `RECONCILE_EMAIL_WINDOW`). */
+  reconcileRead: ReconcileReadConfig
   /** How often each process looks for due pg-boss schedules, in seconds (`SCHEDULE_CHECK_INTERVAL`). */
   scheduleCheckIntervalS: number
   /** Auth tokens per Twilio `AccountSid`, in the order configured (several during rotation). */
@@ -251,6 +255,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   }
   const fallback = parseFallbackConfig(parsed, problems)
   const maintenance = parseMaintenanceConfig(parsed, problems)
+  const reconcileRead = parseReconcileReadConfig(parsed, problems)
   const twilioAuthTokens = parseTwilioTokens(parsed, problems)
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
   const resendWebhookSecrets = parseResendSecrets(parsed, problems)
@@ -267,6 +272,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     twilioRequestTimeoutMs: parsed.TWILIO_REQUEST_TIMEOUT_MS,
     fallback,
     ...maintenance,
+    reconcileRead,
     migrateOnStart: parsed.MIGRATE_ON_START,
     webhookBatch: {
       max: parsed.WEBHOOK_BATCH_MAX,

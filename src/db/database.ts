@@ -65,6 +65,8 @@ export interface MessagesTable {
   reconciled_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
   reconcile_attempts: Generated<number>
   reconcile_gave_up_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+  /** How often reconciliation looked a delivered WhatsApp message up again for its `read` (`RECONCILE_READ_WINDOW`). */
+  reconcile_read_checks: Generated<number>
 }
 
 /** One row per distinct `(message_sid, message_status)`; `id` orders timelines and streams. */
@@ -133,6 +135,8 @@ export interface FallbacksTable {
   attempt_started_at: Timestamp | null
   /** A worker holds the fallback until then. */
   lease_until: Timestamp | null
+  /** Fencing token: each claim takes the next one; only its holder may start, complete or release. bigint, read back as a string. */
+  lease_generation: ColumnType<string, never, string>
   job_id: string | null
   created_at: DefaultTimestamp
   updated_at: DefaultTimestamp
@@ -153,6 +157,8 @@ export interface IdempotencyKeysTable {
   locked_until: Timestamp | null
   /** Start of the earliest attempt whose outcome is unknown. */
   attempt_started_at: Timestamp | null
+  /** Fencing token: each claim takes the next one; only its holder may complete or release. bigint, read back as a string. */
+  lease_generation: ColumnType<string, never, string>
   /** True when the current claim follows an attempt that may have reached Twilio. */
   ambiguous: Generated<boolean>
   /** The message sent under this key, once known. */

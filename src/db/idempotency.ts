@@ -11,16 +11,24 @@
  * 5xx, a dropped connection, or a process that died holding the lease) is left `unknown`; the next
  * request with the same key and body takes it over with `ambiguous` set, and looks for the message
  * at Twilio before sending again. Rows are kept until `expires_at`; an expired key is free again.
+ *
+ * Fencing: every claim takes the next `lease_generation`; starting the send, completing and
+ * releasing require the generation the request holds, so a request whose lease ran out and was
+ * taken over can neither send under the key nor store its answer.
  */
-import { sql, type Kysely, type Transaction } from 'kysely'
+import { sql, type ExpressionBuilder, type Kysely, type Transaction } from 'kysely'
 import type { Database, IdempotencyRow } from './database.ts'
 
 type Executor = Kysely<Database> | Transaction<Database>
 
 /** What `claimIdempotencyKey` found. */
 export type IdempotencyClaim =
-  /** This request holds the key; `ambiguous`: an earlier attempt may have sent the message. */
-  | { kind: 'claimed', ambiguous: boolean, attemptStartedAt: Date }
+  /**
+   * This request holds the key with fencing token `generation`; `ambiguous`: an earlier attempt may
+   * have sent the message; `messageSid`: the message an earlier attempt is known to have sent (its
+   * recording failed), to adopt without a lookup.
+   */
+  | { kind: 'claimed', ambiguous: boolean, attemptStartedAt: Date, generation: string, messageSid: string | null }
   /** The first request finished: answer what it answered. */
   | { kind: 'replay', status: number, body: unknown }
   /** The same key with another body. */
@@ -65,6 +73,7 @@ export async function claimIdempotencyKey (db: Executor, c: ClaimInput): Promise
         attempt_started_at: sql`case when idempotency_keys.expires_at <= now() then excluded.attempt_started_at
           else coalesce(idempotency_keys.attempt_started_at, excluded.attempt_started_at) end`,
         ambiguous: sql`idempotency_keys.expires_at > now()`,
+        lease_generation: sql`idempotency_keys.lease_generation + 1`,
         message_sid: sql`case when idempotency_keys.expires_at <= now() then null else idempotency_keys.message_sid end`,
         response_status: null,
         response_body: null,
@@ -81,10 +90,10 @@ export async function claimIdempotencyKey (db: Executor, c: ClaimInput): Promise
           ])
         ])
       ])))
-    .returning(['ambiguous', 'attempt_started_at'])
+    .returning(['ambiguous', 'attempt_started_at', 'lease_generation', 'message_sid'])
     .executeTakeFirst()
   if (claimed !== undefined) {
-    return { kind: 'claimed', ambiguous: claimed.ambiguous, attemptStartedAt: claimed.attempt_started_at ?? new Date() }
+    return { kind: 'claimed', ambiguous: claimed.ambiguous, attemptStartedAt: claimed.attempt_started_at ?? new Date(), generation: claimed.lease_generation, messageSid: claimed.message_sid }
   }
   const row = await db.selectFrom('idempotency_keys')
     .selectAll()
@@ -99,21 +108,62 @@ export async function claimIdempotencyKey (db: Executor, c: ClaimInput): Promise
   return { kind: 'in_progress', retryAfterS: row.wait_s ?? 1 }
 }
 
-/** Stores the response to replay; `messageSid` when a message was sent. */
-export async function completeIdempotencyKey (db: Executor, apiKeyName: string, key: string, status: number, body: unknown, messageSid: string | null): Promise<void> {
-  await db.updateTable('idempotency_keys')
-    .set({ state: 'done', locked_until: null, response_status: status, response_body: JSON.stringify(body), message_sid: messageSid })
-    .where('api_key_name', '=', apiKeyName)
-    .where('idempotency_key', '=', key)
-    .execute()
+/** The request's claim on its key was taken over by a newer one (`lease_generation` moved on). */
+export class IdempotencyLeaseLostError extends Error {
+  constructor () {
+    super('the Idempotency-Key claim was taken over by a newer request')
+    this.name = 'IdempotencyLeaseLostError'
+  }
 }
 
-/** The send may have reached Twilio: a retry must look before sending. */
-export async function markIdempotencyKeyUnknown (db: Executor, apiKeyName: string, key: string): Promise<void> {
+/** Who holds a key: the API key name, the key, and the fencing token of the claim. */
+export interface KeyHolder { apiKeyName: string, key: string, generation: string }
+
+/** The key's row, while the claim `h` holds it. */
+const heldBy = (h: KeyHolder) => (eb: ExpressionBuilder<Database, 'idempotency_keys'>) => eb.and([
+  eb('api_key_name', '=', h.apiKeyName),
+  eb('idempotency_key', '=', h.key),
+  eb('lease_generation', '=', h.generation)
+])
+
+/**
+ * The durable "attempt started" record of a send, written right before `messages.create`: only
+ * while this claim holds the key, and it renews the lease for `leaseMs` (longer than the request can
+ * take) so nobody takes the key over while the request is in flight.
+ * @throws {IdempotencyLeaseLostError} when a newer request holds the key: send nothing.
+ */
+export async function startSendAttempt (db: Executor, h: KeyHolder, leaseMs: number): Promise<void> {
+  const result = await db.updateTable('idempotency_keys')
+    .set({
+      state: 'in_progress',
+      locked_until: sql<Date>`now() + ${leaseMs} * interval '1 millisecond'`,
+      attempt_started_at: sql<Date>`coalesce(attempt_started_at, now())`
+    })
+    .where(heldBy(h))
+    .executeTakeFirst()
+  if (result.numUpdatedRows === 0n) throw new IdempotencyLeaseLostError()
+}
+
+/**
+ * Stores the response to replay; `messageSid` when a message was sent.
+ * @throws {IdempotencyLeaseLostError} when a newer request holds the key (the caller's transaction rolls back).
+ */
+export async function completeIdempotencyKey (db: Executor, h: KeyHolder, status: number, body: unknown, messageSid: string | null): Promise<void> {
+  const result = await db.updateTable('idempotency_keys')
+    .set({ state: 'done', locked_until: null, response_status: status, response_body: JSON.stringify(body), message_sid: messageSid })
+    .where(heldBy(h))
+    .executeTakeFirst()
+  if (result.numUpdatedRows === 0n) throw new IdempotencyLeaseLostError()
+}
+
+/**
+ * The send may have reached Twilio: a retry must look before sending. `messageSid` when Twilio's
+ * answer came back but recording it failed: the retry adopts that message without a lookup.
+ */
+export async function markIdempotencyKeyUnknown (db: Executor, h: KeyHolder, messageSid: string | null = null): Promise<void> {
   await db.updateTable('idempotency_keys')
-    .set({ state: 'unknown', locked_until: null })
-    .where('api_key_name', '=', apiKeyName)
-    .where('idempotency_key', '=', key)
+    .set({ state: 'unknown', locked_until: null, ...(messageSid === null ? {} : { message_sid: messageSid }) })
+    .where(heldBy(h))
     .execute()
 }
 
@@ -121,11 +171,10 @@ export async function markIdempotencyKeyUnknown (db: Executor, apiKeyName: strin
  * Nothing was sent (Twilio's 429, a refused connection) and no earlier attempt is in doubt: the key
  * is free again. An ambiguous claim is kept `unknown` instead, so the next retry still looks first.
  */
-export async function releaseIdempotencyKey (db: Executor, apiKeyName: string, key: string, ambiguous: boolean): Promise<void> {
-  if (ambiguous) { await markIdempotencyKeyUnknown(db, apiKeyName, key); return }
+export async function releaseIdempotencyKey (db: Executor, h: KeyHolder, ambiguous: boolean): Promise<void> {
+  if (ambiguous) { await markIdempotencyKeyUnknown(db, h); return }
   await db.deleteFrom('idempotency_keys')
-    .where('api_key_name', '=', apiKeyName)
-    .where('idempotency_key', '=', key)
+    .where(heldBy(h))
     .execute()
 }
 

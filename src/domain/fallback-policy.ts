@@ -27,9 +27,11 @@ export type FallbackState = 'pending' | 'sending' | 'sent' | 'failed' | 'skipped
  * - `recipient_limit`: the recipient already got `FALLBACK_MAX_PER_RECIPIENT_PER_DAY` fallbacks in 24 h;
  * - `no_body`: neither Tidings nor Twilio has the message's text;
  * - `twilio_error`: Twilio refused the SMS for good (e.g. 21610 unsubscribed, 21211 invalid number);
+ * - `opted_out_by_caller`: the caller turned the flag off (`PUT`/`POST /v1/messages`) after the
+ *   fallback was decided and before its SMS left;
  * - `retries_exhausted`: `FALLBACK_MAX_ATTEMPTS` attempts hit rate limits, 5xx or timeouts.
  */
-export type FallbackReason = 'opted_out' | 'no_sender' | 'no_recipient' | 'recipient_limit' | 'no_body' | 'twilio_error' | 'retries_exhausted'
+export type FallbackReason = 'opted_out' | 'no_sender' | 'no_recipient' | 'recipient_limit' | 'no_body' | 'twilio_error' | 'retries_exhausted' | 'opted_out_by_caller'
 
 /** What one recorded status event says, as the policy needs it. */
 export interface RecordedFailureFacts {

@@ -22,7 +22,7 @@ export const MAX_JSON_DEPTH = 32
 export type NormalizeReason = 'lone_surrogate' | 'implausible_time'
 
 /** Why a value was refused (counted in `tidings_input_refused_total`). */
-export type RefuseReason = 'nul' | 'too_deep' | 'too_many_params' | 'too_large' | 'bad_query'
+export type RefuseReason = 'nul' | 'lone_surrogate' | 'too_deep' | 'too_many_params' | 'too_large' | 'bad_query'
 
 /** An `AppError` that also says which class of input it refused, for the metric. */
 export class RefusedInput extends AppError {
@@ -36,11 +36,23 @@ export class RefusedInput extends AppError {
 // A high surrogate not followed by a low one, or a low one not preceded by a high one.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
-function fixString (s: string, found: Set<NormalizeReason>, path: () => string): string {
+function fixString (s: string, found: Set<NormalizeReason>, path: () => string, refuseLoneSurrogates: boolean): string {
   if (s.includes('\u0000')) throw new RefusedInput('nul', `${path()} contains a NUL character, which cannot be stored`)
   if (!LONE_SURROGATE.test(s)) return s
+  if (refuseLoneSurrogates) throw new RefusedInput('lone_surrogate', `${path()} contains a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF), which cannot be stored; send well-formed Unicode`)
   found.add('lone_surrogate')
   return s.toWellFormed()
+}
+
+/** How `toStorable` treats what it cannot store as is. */
+export interface StorableOptions {
+  /** Named before every field path in messages, e.g. `body` gives `body.metadata.note`. */
+  prefix?: string
+  /**
+   * Refuse a lone UTF-16 surrogate (400) instead of replacing it with U+FFFD: for a caller's own
+   * input, which the caller can fix, unlike a provider's.
+   */
+  refuseLoneSurrogates?: boolean
 }
 
 interface Frame { source: Record<string, unknown> | unknown[], target: Record<string, unknown> | unknown[], path: string, depth: number }
@@ -53,12 +65,14 @@ interface Frame { source: Record<string, unknown> | unknown[], target: Record<st
  * @throws {RefusedInput} `invalid_payload` naming the dotted path of the first field holding NUL,
  *   or saying the payload nests deeper than `MAX_JSON_DEPTH`.
  */
-export function toStorable<T> (value: T, onNormalized: (reason: NormalizeReason) => void = () => {}): T {
+export function toStorable<T> (value: T, onNormalized: (reason: NormalizeReason) => void = () => {}, options: StorableOptions = {}): T {
   const found = new Set<NormalizeReason>()
+  const refuse = options.refuseLoneSurrogates === true
+  const named = (path: string): string => options.prefix === undefined ? (path || 'the body') : (path === '' ? options.prefix : `${options.prefix}.${path}`)
   const copy = (v: unknown, path: string, depth: number, stack: Frame[]): unknown => {
-    if (typeof v === 'string') return fixString(v, found, () => path || 'the body')
+    if (typeof v === 'string') return fixString(v, found, () => named(path), refuse)
     if (v === null || typeof v !== 'object') return v
-    if (depth >= MAX_JSON_DEPTH) throw new RefusedInput('too_deep', `${path || 'the body'} nests objects or arrays deeper than ${MAX_JSON_DEPTH} levels`)
+    if (depth >= MAX_JSON_DEPTH) throw new RefusedInput('too_deep', `${named(path)} nests objects or arrays deeper than ${MAX_JSON_DEPTH} levels`)
     const target: Record<string, unknown> | unknown[] = Array.isArray(v) ? [] : {}
     stack.push({ source: v as Record<string, unknown>, target, path, depth: depth + 1 })
     return target
@@ -71,7 +85,7 @@ export function toStorable<T> (value: T, onNormalized: (reason: NormalizeReason)
       for (let i = 0; i < source.length; i++) (target as unknown[])[i] = copy(source[i], path, depth, stack)
     } else {
       for (const [k, v] of Object.entries(source)) {
-        const key = fixString(k, found, () => `a field name in ${path || 'the body'}`)
+        const key = fixString(k, found, () => `a field name in ${named(path)}`, refuse)
         const child = path === '' ? key : `${path}.${key}`
         // Defined as own data properties: a "__proto__" key stays a plain field.
         Object.defineProperty(target, key, { value: copy(v, child, depth, stack), enumerable: true, writable: true, configurable: true })

@@ -70,52 +70,123 @@ export async function setJobId (trx: Executor, id: string, jobId: string | null)
   await trx.updateTable('fallbacks').set({ job_id: jobId }).where('id', '=', id).execute()
 }
 
+/**
+ * The fallback's lease was taken over by a newer claim (its `lease_generation` moved on): the
+ * holder of the old generation may change nothing. The newer holder looks up what the old one may
+ * have sent before sending (its claim is `ambiguous`).
+ */
+export class LeaseLostError extends Error {
+  constructor (fallbackId: string) {
+    super(`fallback ${fallbackId}: the lease was taken over by a newer attempt`)
+    this.name = 'LeaseLostError'
+  }
+}
+
 /** What `claimFallback` found. */
 export type Claim =
-  | { kind: 'claimed', fallback: FallbackRow, original: MessageRow, ambiguous: boolean }
-  /** Already sent, failed or skipped (or gone): nothing to do. */
+  | {
+    kind: 'claimed'
+    fallback: FallbackRow
+    original: MessageRow
+    /** An earlier attempt may have sent the SMS: look before sending. */
+    ambiguous: boolean
+    /** The fencing token this attempt holds. */
+    generation: string
+    /** The caller turned the fallback off after it was decided; only an SMS already sent may be adopted. */
+    optedOut: boolean
+  }
+  /** Already sent, failed or skipped (or gone, or cancelled now by the caller's opt-out): nothing to do. */
   | { kind: 'final' }
   /** Another worker holds it (its lease has not run out). */
   | { kind: 'busy' }
 
 /**
- * Takes a fallback for one attempt: `sending`, one more attempt, a lease of `leaseMs`. When an
- * earlier attempt's outcome is unknown (`attempt_started_at` set: a crash, a timeout, a dropped
- * connection or a 5xx after the request went out), `ambiguous` is true and the caller must look
- * for that SMS at Twilio before sending again. `attempt_started_at` is set now, before the
- * request, so a crash during it leaves that trace behind.
+ * Lock order (docs/fallback.md, "Lock order"): the message row first, then its `fallbacks` row.
+ * The message is locked `FOR SHARE` so the caller's flag (`PUT`/`POST … fallback: false`, an
+ * UPDATE of that row) cannot change while the decision is taken.
+ */
+async function lockForAttempt (trx: Transaction<Database>, id: string): Promise<{ original: MessageRow, current: FallbackRow & { leased: boolean } } | undefined> {
+  const ref = await trx.selectFrom('fallbacks').select('original_sid').where('id', '=', id).executeTakeFirst()
+  if (ref === undefined) return undefined
+  const original = await trx.selectFrom('messages').selectAll().where('sid', '=', ref.original_sid).forShare().executeTakeFirst()
+  const current = await trx.selectFrom('fallbacks')
+    .selectAll()
+    .select(sql<boolean>`lease_until is not null and lease_until > now()`.as('leased'))
+    .where('id', '=', id)
+    .forUpdate()
+    .executeTakeFirst()
+  return original === undefined || current === undefined ? undefined : { original, current }
+}
+
+/**
+ * Takes a fallback for one attempt: `sending`, one more attempt, a lease of `leaseMs` and the next
+ * fencing token (`lease_generation`). When an earlier attempt's outcome is unknown
+ * (`attempt_started_at` set: a crash, a timeout, a dropped connection, a 5xx, or a database fault
+ * after the request), `ambiguous` is true and the caller must look for that SMS at Twilio before
+ * sending again. The caller's `fallback` flag is re-read under the message's row lock: off, and
+ * nothing can have been sent yet, the fallback ends here `skipped/opted_out_by_caller`.
  */
 export async function claimFallback (db: Kysely<Database>, id: string, leaseMs: number): Promise<Claim> {
   return await db.transaction().execute(async (trx): Promise<Claim> => {
-    const current = await trx.selectFrom('fallbacks')
-      .selectAll()
-      .select(sql<boolean>`lease_until is not null and lease_until > now()`.as('leased'))
-      .where('id', '=', id)
-      .forUpdate()
-      .executeTakeFirst()
-    if (current === undefined || (FINAL_STATES as readonly string[]).includes(current.state)) return { kind: 'final' }
+    const locked = await lockForAttempt(trx, id)
+    if (locked === undefined) return { kind: 'final' }
+    const { original, current } = locked
+    if ((FINAL_STATES as readonly string[]).includes(current.state)) return { kind: 'final' }
     if (current.leased) return { kind: 'busy' }
+    if (!original.fallback && current.attempt_started_at === null) {
+      await finishFallback(trx, id, 'skipped', 'opted_out_by_caller')
+      return { kind: 'final' }
+    }
     const fallback = await trx.updateTable('fallbacks')
       .set({
         state: 'sending',
         attempts: sql`attempts + 1`,
-        attempt_started_at: sql`coalesce(attempt_started_at, now())`,
         lease_until: sql`now() + ${leaseMs} * interval '1 millisecond'`,
+        lease_generation: sql`lease_generation + 1`,
         updated_at: sql`now()`
       })
       .where('id', '=', id)
       .returningAll()
       .executeTakeFirstOrThrow()
-    const original = await trx.selectFrom('messages').selectAll().where('sid', '=', fallback.original_sid).executeTakeFirstOrThrow()
-    return { kind: 'claimed', fallback, original, ambiguous: current.attempt_started_at !== null }
+    return { kind: 'claimed', fallback, original, ambiguous: current.attempt_started_at !== null, generation: fallback.lease_generation, optedOut: !original.fallback }
   })
 }
 
-/** Ends a fallback as `skipped` or `failed` (unless it already ended). */
+/**
+ * The durable "attempt started" record, written right before `messages.create`: checks that this
+ * attempt still holds the lease (its generation), renews the lease for a full `leaseMs` (longer than
+ * the request can take, so nobody takes over while it is in flight), re-reads the caller's flag
+ * under the message's row lock, and sets `attempt_started_at` so that any later attempt looks
+ * before sending. @returns `go`, `fenced` (taken over: send nothing) or `opted_out` (now skipped).
+ */
+export async function startAttempt (db: Kysely<Database>, id: string, generation: string, leaseMs: number): Promise<'go' | 'fenced' | 'opted_out'> {
+  return await db.transaction().execute(async (trx) => {
+    const locked = await lockForAttempt(trx, id)
+    if (locked === undefined || locked.current.lease_generation !== generation || locked.current.state !== 'sending') return 'fenced'
+    if (!locked.original.fallback) {
+      await finishFallback(trx, id, 'skipped', 'opted_out_by_caller', undefined, generation)
+      return 'opted_out'
+    }
+    await trx.updateTable('fallbacks')
+      .set({
+        attempt_started_at: sql`coalesce(attempt_started_at, now())`,
+        lease_until: sql`now() + ${leaseMs} * interval '1 millisecond'`,
+        updated_at: sql`now()`
+      })
+      .where('id', '=', id)
+      .execute()
+    return 'go'
+  })
+}
+
+/**
+ * Ends a fallback as `skipped` or `failed` (unless it already ended). With `generation`, only
+ * while that attempt still holds the lease. @throws {LeaseLostError} when it does not.
+ */
 export async function finishFallback (
-  db: Executor, id: string, state: 'skipped' | 'failed', reason: FallbackReason, error?: { code: string, message: string }
+  db: Executor, id: string, state: 'skipped' | 'failed', reason: FallbackReason, error?: { code: string, message: string }, generation?: string
 ): Promise<void> {
-  await db.updateTable('fallbacks')
+  const result = await db.updateTable('fallbacks')
     .set({
       state,
       reason,
@@ -125,16 +196,38 @@ export async function finishFallback (
     })
     .where('id', '=', id)
     .where('state', 'not in', FINAL_STATES)
+    .$if(generation !== undefined, (qb) => qb.where('lease_generation', '=', generation as string))
+    .executeTakeFirst()
+  if (generation !== undefined && result.numUpdatedRows === 0n) {
+    const row = await db.selectFrom('fallbacks').select(['lease_generation', 'state']).where('id', '=', id).executeTakeFirst()
+    if (row !== undefined && row.lease_generation !== generation) throw new LeaseLostError(id)
+  }
+}
+
+/**
+ * The caller turned the fallback of `originalSid` off (`PUT`/`POST /v1/messages` with
+ * `fallback: false`): a fallback that is still `pending` and that no attempt has started is
+ * cancelled (`skipped/opted_out_by_caller`). One that is being claimed re-reads the flag itself
+ * (`claimFallback`, `startAttempt`). Run in the transaction that stores the flag, which holds the
+ * message's row lock (lock order: message, then fallback).
+ */
+export async function cancelPendingFallback (trx: Transaction<Database>, originalSid: string): Promise<void> {
+  await trx.updateTable('fallbacks')
+    .set({ state: 'skipped', reason: 'opted_out_by_caller', lease_until: null, updated_at: sql`now()` })
+    .where('original_sid', '=', originalSid)
+    .where('state', '=', 'pending')
+    .where('attempt_started_at', 'is', null)
     .execute()
 }
 
 /**
  * Gives a fallback back after a retryable failure: `pending` with the error, until the queue
  * retries it. `outcomeUnknown` keeps `attempt_started_at` (look before re-sending); otherwise
- * it is reset to what it was before this attempt.
+ * it is reset to what it was before this attempt. Only while `generation` holds the lease (a
+ * stale attempt changes nothing).
  */
 export async function releaseForRetry (
-  db: Executor, id: string, error: { code: string, message: string }, opts: { outcomeUnknown: boolean, previouslyAmbiguous: boolean }
+  db: Executor, id: string, generation: string, error: { code: string, message: string }, opts: { outcomeUnknown: boolean, previouslyAmbiguous: boolean }
 ): Promise<void> {
   await db.updateTable('fallbacks')
     .set({
@@ -146,6 +239,7 @@ export async function releaseForRetry (
       updated_at: sql`now()`
     })
     .where('id', '=', id)
+    .where('lease_generation', '=', generation)
     .where('state', 'not in', FINAL_STATES)
     .execute()
 }
@@ -159,10 +253,16 @@ export async function isKnownFallbackSid (db: Executor, sid: string): Promise<bo
 /**
  * Records that the SMS `smsSid` is the fallback of `fallback.original_sid`: the fallback is `sent`,
  * the SMS row (created by `recordEvents` just before, or by its own early callback) points at the
- * original and keeps the text, and the original points at the SMS. Idempotent.
+ * original and keeps the text, and the original points at the SMS. Idempotent. Locks the two
+ * message rows (in SID order), then the fallback (docs/fallback.md, "Lock order").
+ * @throws {LeaseLostError} when `generation` no longer holds the lease: nothing is changed, and the
+ *   newer holder finds this SMS at Twilio and links it.
  */
-export async function linkSentFallback (db: Kysely<Database>, fallback: FallbackRow, smsSid: string, text: string): Promise<void> {
+export async function linkSentFallback (db: Kysely<Database>, fallback: FallbackRow, smsSid: string, text: string, generation: string): Promise<void> {
   await db.transaction().execute(async (trx) => {
+    await trx.selectFrom('messages').select('sid').where('sid', 'in', [smsSid, fallback.original_sid]).orderBy('sid').forUpdate().execute()
+    const current = await trx.selectFrom('fallbacks').select('lease_generation').where('id', '=', fallback.id).forUpdate().executeTakeFirst()
+    if (current === undefined || current.lease_generation !== generation) throw new LeaseLostError(fallback.id)
     await trx.updateTable('messages')
       .set({ fallback_of: fallback.original_sid, body: sql`coalesce(body, ${text})`, updated_at: sql`now()` })
       .where('sid', '=', smsSid)
@@ -183,8 +283,8 @@ export async function linkSentFallback (db: Kysely<Database>, fallback: Fallback
         updated_at: sql`now()`
       })
       .where('id', '=', fallback.id)
-      // The SMS exists, so this wins even over a `failed/retries_exhausted` written meanwhile
-      // (an attempt that outlived its job's expiry on the last try).
+      // The SMS exists, so this wins even over a `failed/retries_exhausted` or a caller's opt-out
+      // written meanwhile (an attempt that outlived its job's expiry on the last try).
       .where('state', '!=', 'sent')
       .execute()
   })

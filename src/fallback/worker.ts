@@ -8,7 +8,9 @@
  * connection, 5xx), there is no idempotency key on message creation to lean on
  * (https://www.twilio.com/docs/messaging/api/message-resource), so the attempt first lists the
  * messages to that number from that sender since then (`client.messages.list`) and adopts a
- * match instead of sending again.
+ * match instead of sending again. The "attempt started" record is written (`startAttempt`) right
+ * before every create, fenced by the claim's generation; only errors of the Twilio HTTP calls are
+ * classified as Twilio's answer, and any failure after the create returned is "maybe sent".
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Kysely } from 'kysely'
@@ -17,7 +19,7 @@ import { maskAddress } from '../domain/channel.ts'
 import type { SmsSender } from '../domain/fallback-policy.ts'
 import type { Recorder } from '../ingest/recorder.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor, type TwilioFailure } from '../providers/twilio-rest.ts'
-import { claimFallback, finishFallback, isKnownFallbackSid, linkSentFallback, releaseForRetry } from './repository.ts'
+import { claimFallback, finishFallback, isKnownFallbackSid, LeaseLostError, linkSentFallback, releaseForRetry, startAttempt } from './repository.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
 import { findEarlierSend } from '../providers/twilio-lookup.ts'
 
@@ -66,78 +68,119 @@ async function fetchBody (client: TwilioClient, sid: string): Promise<string | n
   }
 }
 
-async function recordSent (deps: FallbackWorkerDeps, f: FallbackRow, m: TwilioMessage, text: string, source: 'api' | 'reconcile'): Promise<void> {
+async function recordSent (deps: FallbackWorkerDeps, f: FallbackRow, generation: string, m: TwilioMessage, text: string, source: 'api' | 'reconcile'): Promise<void> {
   // The SMS row first (its initial status), then the links; a crash in between is healed by the
   // next attempt, which finds this SMS at Twilio and adopts it.
   await deps.recorder.record([twilioMessageToEvent(m, source)])
-  await linkSentFallback(deps.db, f, m.sid, text)
+  await linkSentFallback(deps.db, f, m.sid, text, generation)
+}
+
+/** An error thrown by a Twilio HTTP call (and only those are read as Twilio's answer). */
+class TwilioCallError extends Error {
+  constructor (cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause })
+    this.name = 'TwilioCallError'
+  }
+}
+
+async function viaTwilio<T> (call: () => Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (err) {
+    throw new TwilioCallError(err)
+  }
 }
 
 /**
  * Runs one attempt for fallback `fallbackId`.
- * Resolves when the fallback is done (sent, failed for good, skipped, or already finished).
- * @throws {FallbackRetryError} after a retryable failure (429, 5xx, timeout, network), or when
- *   another worker holds the fallback; the queue retries with backoff.
+ * Resolves when the fallback is done (sent, failed for good, skipped, or already finished), or when
+ * a newer attempt took its lease over (that one finishes it).
+ * @throws {FallbackRetryError} after a retryable failure (429, 5xx, timeout, network, a database
+ *   fault), or when another worker holds the fallback; the queue retries with backoff.
  */
 export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: string): Promise<void> {
   const claim = await claimFallback(deps.db, fallbackId, deps.leaseMs)
   if (claim.kind === 'final') return
   if (claim.kind === 'busy') throw new FallbackRetryError(`fallback ${fallbackId} is being sent by another worker`)
-  const { fallback, original, ambiguous } = claim
+  const { fallback, original, ambiguous, generation, optedOut } = claim
   const log = deps.log.child({ fallbackId, originalSid: original.sid, attempt: fallback.attempts })
-  let requestSent = false
+  // Where the attempt is: before the create request nothing can have been sent; while it runs,
+  // Twilio's answer says; after it returned, the SMS exists whatever fails next.
+  let phase: 'before' | 'creating' | 'sent' = 'before'
   try {
     const to = fallback.to_address
-    if (to === null) { await finishFallback(deps.db, fallback.id, 'skipped', 'no_recipient'); return }
+    if (to === null) { await finishFallback(deps.db, fallback.id, 'skipped', 'no_recipient', undefined, generation); return }
     const sender = senderOf(fallback)
     const client = deps.twilio(original.account_sid)
 
-    const text = original.body ?? await fetchBody(client, original.sid)
+    const text = original.body ?? await viaTwilio(async () => await fetchBody(client, original.sid))
     if (text === null || text === '') {
-      await finishFallback(deps.db, fallback.id, 'skipped', 'no_body')
+      await finishFallback(deps.db, fallback.id, 'skipped', 'no_body', undefined, generation)
       log.info('fallback skipped: no text for the message')
       return
     }
 
     if (ambiguous) {
       // An SMS this fallback already sent in an attempt whose outcome Tidings did not record.
-      const found = await findEarlierSend(client, {
+      const found = await viaTwilio(async () => await findEarlierSend(client, {
         to,
         sender,
         body: text,
         startedAt: fallback.attempt_started_at ?? new Date(),
         isTaken: async (sid) => await isKnownFallbackSid(deps.db, sid)
-      })
+      }))
       if (found !== undefined) {
-        await recordSent(deps, fallback, found, text, 'reconcile')
+        phase = 'sent'
+        await recordSent(deps, fallback, generation, found, text, 'reconcile')
         log.info({ smsSid: found.sid }, 'fallback SMS found at Twilio from an earlier attempt; adopted')
         return
       }
     }
+    if (optedOut) {
+      // Nothing left: the caller's opt-out wins.
+      await finishFallback(deps.db, fallback.id, 'skipped', 'opted_out_by_caller', undefined, generation)
+      log.info('fallback skipped: the caller turned it off')
+      return
+    }
 
-    requestSent = true
-    const created = await client.messages.create({
+    const started = await startAttempt(deps.db, fallback.id, generation, deps.leaseMs)
+    if (started === 'fenced') { log.info('fallback attempt taken over by a newer one; not sending'); return }
+    if (started === 'opted_out') { log.info('fallback skipped: the caller turned it off'); return }
+    phase = 'creating'
+    const created = await viaTwilio(async () => await client.messages.create({
       to,
       body: text,
       statusCallback: deps.statusCallbackUrl,
       ...sender
-    })
-    await recordSent(deps, fallback, created, text, 'api')
+    }))
+    phase = 'sent'
+    await recordSent(deps, fallback, generation, created, text, 'api')
     log.info({ smsSid: created.sid, to: maskAddress(to) }, 'fallback SMS sent')
   } catch (err) {
-    const failure: TwilioFailure | undefined = classifyTwilioError(err)
-    if (failure?.kind === 'rejected') {
-      await finishFallback(deps.db, fallback.id, 'failed', 'twilio_error', failure)
+    if (err instanceof LeaseLostError) {
+      log.warn('fallback lease taken over by a newer attempt; it finishes the fallback')
+      return
+    }
+    // Only an error of a Twilio HTTP call is Twilio's answer; anything else (the database above
+    // all) says nothing about whether the SMS left.
+    const failure: TwilioFailure | undefined = err instanceof TwilioCallError ? classifyTwilioError(err.cause) : undefined
+    if (failure?.kind === 'rejected' && phase !== 'sent') {
+      await finishFallback(deps.db, fallback.id, 'failed', 'twilio_error', failure, generation).catch(() => {})
       log.warn({ code: failure.code }, 'fallback SMS refused by Twilio; not retried')
       return
     }
     const error = failure ?? { code: 'internal_error', message: err instanceof Error ? err.message : String(err) }
-    await releaseForRetry(deps.db, fallback.id, error, {
-      // Only a request that went out and got no clear "not created" may have sent the SMS.
-      outcomeUnknown: requestSent && (failure === undefined || failure.maybeAccepted),
-      previouslyAmbiguous: ambiguous
-    })
-    log.warn({ code: error.code, err: failure === undefined ? err : undefined }, 'fallback attempt failed; will retry')
+    // Maybe sent: the create request went out and got no clear "not created", or it returned and
+    // recording failed. Then `attempt_started_at` stays, and the next attempt looks first.
+    const outcomeUnknown = phase === 'sent' || (phase === 'creating' && (failure === undefined || failure.kind !== 'retryable' || failure.maybeAccepted))
+    try {
+      await releaseForRetry(deps.db, fallback.id, generation, error, { outcomeUnknown, previouslyAmbiguous: ambiguous })
+    } catch (releaseErr) {
+      // The database is still away: the lease runs out, and `attempt_started_at` (written before
+      // the request) makes the next attempt look before sending.
+      log.warn({ err: releaseErr }, 'could not release the fallback; its lease will run out')
+    }
+    log.warn({ code: error.code, phase, err: failure === undefined ? err : undefined }, 'fallback attempt failed; will retry')
     throw new FallbackRetryError(`fallback ${fallbackId}: ${error.code} ${error.message}`, { cause: err })
   }
 }

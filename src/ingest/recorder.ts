@@ -30,6 +30,8 @@ export interface RecordOptions {
    * the shared hooks should see (e.g. the message as the caller just completed it).
    */
   prepare?: (trx: Transaction<Database>, recorded: readonly RecordedEvent[]) => Promise<readonly RecordedEvent[]>
+  /** Runs inside the transaction after the shared hooks (e.g. completing an idempotency record last). */
+  finish?: (trx: Transaction<Database>, recorded: readonly RecordedEvent[]) => Promise<void>
 }
 
 export interface Recorder {
@@ -53,11 +55,16 @@ export interface Recorder {
 export function createRecorder (opts: RecorderOptions): Recorder {
   let hooks: RecordHooks = {}
   const run = async (events: readonly IncomingEvent[], options?: RecordOptions): Promise<RecordOutcome[]> => {
-    const prepare = options?.prepare
+    const { prepare, finish } = options ?? {}
     const shared = hooks
-    const effective: RecordHooks = prepare === undefined
+    const effective: RecordHooks = prepare === undefined && finish === undefined
       ? shared
-      : { onRecorded: async (trx, recorded) => { await shared.onRecorded?.(trx, await prepare(trx, recorded)) } }
+      : {
+          onRecorded: async (trx, recorded) => {
+            await shared.onRecorded?.(trx, prepare === undefined ? recorded : await prepare(trx, recorded))
+            await finish?.(trx, recorded)
+          }
+        }
     const outcomes = await recordEvents(opts.db, events, effective)
     if (opts.metrics !== undefined) {
       outcomes.forEach((o, i) => {

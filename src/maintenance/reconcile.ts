@@ -4,15 +4,23 @@
  * Twilio does not retry status callbacks by default and Resend gives up after a day, so some
  * messages never hear their final status. A pass asks the provider about messages that have had no
  * final status for `RECONCILE_AFTER` since their last change (or since the last time it asked),
- * oldest first, at most `RECONCILE_BATCH` of them, and records what it finds through `recordEvents`
+ * oldest first, at most `RECONCILE_BATCH` of them, and records what it finds through the app's recorder
  * with `source: 'reconcile'`: precedence, the SMS fallback hook and the live stream apply exactly as
  * for a webhook. Messages older than `RECONCILE_MAX_AGE` are given up on (`reconcile_gave_up_at`).
  * A 429 stops asking that provider until the next pass. The scheduled job (`./scheduler.ts`) and
  * `npm run reconcile` both call `runReconcile`.
+ *
+ * A final status can still have a last word: a WhatsApp `delivered` becomes `read`, an
+ * `email.delivered` becomes `email.complained` or `email.bounced`. A dropped callback would leave it
+ * unsaid, so a delivered message is looked up again, at most `RECONCILE_READ_CHECKS` times, while
+ * younger than `RECONCILE_READ_WINDOW` (WhatsApp) or `RECONCILE_EMAIL_WINDOW` (email), each look
+ * `RECONCILE_AFTER` × 4^(looks so far) after the last (30 min, 2 h, 8 h with the defaults). Every
+ * status a pass moves is counted in `tidings_reconcile_corrections_total{provider,from,to}`.
  */
 import type { FastifyBaseLogger } from 'fastify'
 import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from 'kysely'
 import type { ReconcileConfig } from '../config/maintenance.ts'
+import type { ReconcileReadConfig } from '../config/reconcile-read.ts'
 import type { Database, Provider } from '../db/database.ts'
 import { resendEmailToEvent } from '../domain/reconcile-event.ts'
 import { twilioMessageToEvent } from '../domain/twilio-message.ts'
@@ -50,8 +58,10 @@ export interface ReconcileDeps {
   resend: ResendClient | undefined
   /** The app's recorder: a WhatsApp failure found here still gets its SMS, like any event. */
   recorder: Recorder
-  metrics?: Pick<Metrics, 'reconcile'>
+  metrics?: Pick<Metrics, 'reconcile' | 'reconcileCorrections'>
   log: FastifyBaseLogger
+  /** Looking delivered messages up again; unset: never. */
+  read?: ReconcileReadConfig
 }
 
 /** Rows given up on per statement: short transactions that never hold many row locks. */
@@ -64,6 +74,25 @@ function notFinal (eb: ExpressionBuilder<Database, 'messages'>): Expression<SqlB
   return eb.and([
     eb('reconcile_gave_up_at', 'is', null),
     eb.or([eb('status', 'is', null), eb('status', 'not in', ALL_FINAL)])
+  ])
+}
+
+/**
+ * A delivered message still worth a look: WhatsApp `delivered` (may become `read`) or
+ * `email.delivered` (may bounce or be complained about), within its window, with looks left, and
+ * the last look (or change) at least `afterMs` × 4^(looks so far) ago.
+ */
+function recheckDue (eb: ExpressionBuilder<Database, 'messages'>, read: ReconcileReadConfig, now: number, afterMs: number): Expression<SqlBool> {
+  const spaced = eb(sql<Date>`coalesce(reconciled_at, updated_at)`, '<=', sql<Date>`${new Date(now)}::timestamptz - (${afterMs}::float8 * power(4, reconcile_read_checks)) * interval '1 millisecond'`)
+  const kinds: Array<Expression<SqlBool>> = []
+  if (read.readWindowMs > 0) kinds.push(eb.and([eb('channel', '=', 'whatsapp'), eb('status', '=', 'delivered'), eb('delivered_at', '>=', new Date(now - read.readWindowMs))]))
+  if (read.emailWindowMs > 0) kinds.push(eb.and([eb('provider', '=', 'resend'), eb('status', '=', 'email.delivered'), eb('delivered_at', '>=', new Date(now - read.emailWindowMs))]))
+  if (read.checks === 0 || kinds.length === 0) return eb.lit(false)
+  return eb.and([
+    eb('reconcile_gave_up_at', 'is', null),
+    eb('reconcile_read_checks', '<', read.checks),
+    eb.or(kinds),
+    spaced
   ])
 }
 
@@ -133,11 +162,17 @@ export async function runReconcile (deps: ReconcileDeps, opts: Pick<ReconcileCon
   for (const provider of ['twilio', 'resend'] as const) count(provider, 'gave_up', gaveUp[provider])
   if (gaveUp.twilio + gaveUp.resend > 0) log.warn({ gaveUp }, 'reconciliation gave up on messages older than RECONCILE_MAX_AGE')
 
+  const read = deps.read
   const due = await db.selectFrom('messages')
     .select(['sid', 'provider', 'account_sid', 'status'])
-    .where(notFinal)
-    .where('created_at', '>=', new Date(now - opts.maxAgeMs))
-    .where(sql<Date>`coalesce(reconciled_at, updated_at)`, '<=', new Date(now - opts.afterMs))
+    .where((eb) => eb.or([
+      eb.and([
+        notFinal(eb),
+        eb('created_at', '>=', new Date(now - opts.maxAgeMs)),
+        eb(sql<Date>`coalesce(reconciled_at, updated_at)`, '<=', new Date(now - opts.afterMs))
+      ]),
+      ...(read === undefined ? [] : [recheckDue(eb, read, now, opts.afterMs)])
+    ]))
     .$if(deps.resend === undefined, (qb) => qb.where('provider', '=', 'twilio'))
     .orderBy(sql`coalesce(reconciled_at, updated_at)`)
     .orderBy('sid')
@@ -165,6 +200,7 @@ export async function runReconcile (deps: ReconcileDeps, opts: Pick<ReconcileCon
       if (recorded.statusChanged) {
         outcome = 'changed'
         summary.changed.push({ sid: message.sid, provider: message.provider, before: message.status, after: recorded.currentStatus })
+        deps.metrics?.reconcileCorrections.inc({ provider: message.provider, from: message.status ?? 'none', to: recorded.currentStatus ?? 'none' })
         log.info({ sid: message.sid, before: message.status, after: recorded.currentStatus }, 'reconciliation found a new status')
       }
     } else if (lookup.kind === 'error') {
@@ -172,7 +208,12 @@ export async function runReconcile (deps: ReconcileDeps, opts: Pick<ReconcileCon
     }
     count(message.provider, outcome)
     await db.updateTable('messages')
-      .set({ reconciled_at: sql`now()`, reconcile_attempts: sql`reconcile_attempts + 1` })
+      .set({
+        reconciled_at: sql`now()`,
+        reconcile_attempts: sql`reconcile_attempts + 1`,
+        // A look at a delivered message spends one of its bounded re-checks.
+        ...(message.status === 'delivered' || message.status === 'email.delivered' ? { reconcile_read_checks: sql`reconcile_read_checks + 1` } : {})
+      })
       .where('sid', '=', message.sid)
       .execute()
   }

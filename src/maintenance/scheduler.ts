@@ -46,7 +46,8 @@ export function reconcileDepsOf (config: Config, db: Kysely<Database>, recorder:
     resend: resendClientOf(config),
     recorder,
     metrics,
-    log
+    log,
+    read: config.reconcileRead
   }
 }
 

@@ -7,12 +7,15 @@
  * from the addresses (`whatsapp:` prefix) when the message is new. A field that already holds a
  * *different* value is a `409 registration_conflict` naming it, so repeating a registration is
  * harmless (200) and a contradictory one is not silently dropped. `fallback` is the exception: it is
- * the caller's switch and is set whenever given (it affects failures recorded afterwards).
+ * the caller's switch and is set whenever given; `false` also cancels a fallback already decided
+ * whose SMS has not left (docs/fallback.md, "Guarantees").
  */
 import { sql, type Kysely } from 'kysely'
 import type { Database, MessageRow } from '../db/database.ts'
 import { detectTwilioChannel, normalizeAddress } from '../domain/channel.ts'
 import { AppError } from '../errors.ts'
+import { cancelPendingFallback } from '../fallback/repository.ts'
+import { checkStorable } from './check-storable.ts'
 import { canonicalJson } from './send-message.ts'
 
 export interface RegisterRequest {
@@ -28,9 +31,11 @@ export interface RegisterRequest {
 
 /**
  * Creates or merges the message. @returns the row and whether it was created.
- * @throws {AppError} `registration_conflict` when a given field differs from the stored value.
+ * @throws {AppError} `invalid_payload` naming a field PostgreSQL could not store (`checkStorable`);
+ *   `registration_conflict` when a given field differs from the stored value.
  */
 export async function registerMessage (db: Kysely<Database>, sid: string, r: RegisterRequest): Promise<{ created: boolean, row: MessageRow }> {
+  checkStorable({ ...r })
   const channel = detectTwilioChannel({ sid, from: r.from, to: r.to })
   const given = {
     account_sid: r.account_sid ?? null,
@@ -99,6 +104,8 @@ export async function registerMessage (db: Kysely<Database>, sid: string, r: Reg
       .where('sid', '=', sid)
       .returningAll()
       .executeTakeFirstOrThrow()
+    // The opt-out wins until the SMS leaves: a fallback decided before this flag arrived is cancelled.
+    if (r.fallback === false) await cancelPendingFallback(trx, sid)
     return { created: false, row: merged }
   })
 }

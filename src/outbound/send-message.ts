@@ -21,13 +21,16 @@ import type { Kysely, Transaction } from 'kysely'
 import twilio from 'twilio'
 import type { Database, MessageRow } from '../db/database.ts'
 import {
-  claimIdempotencyKey, completeIdempotencyKey, isSidOfAnotherKey, markIdempotencyKeyUnknown, releaseIdempotencyKey
+  claimIdempotencyKey, completeIdempotencyKey, IdempotencyLeaseLostError, isSidOfAnotherKey, markIdempotencyKeyUnknown,
+  releaseIdempotencyKey, startSendAttempt, type KeyHolder
 } from '../db/idempotency.ts'
+import { cancelPendingFallback } from '../fallback/repository.ts'
 import { AppError } from '../errors.ts'
 import type { Recorder } from '../ingest/recorder.ts'
 import { classifyTwilioError, type TwilioClientFor } from '../providers/twilio-rest.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
 import { findEarlierSend } from '../providers/twilio-lookup.ts'
+import { checkStorable } from './check-storable.ts'
 
 /** The request body of `POST /v1/messages`, after schema validation. */
 export interface SendRequest {
@@ -42,8 +45,6 @@ export interface SendRequest {
   fallback?: boolean
 }
 
-/** Largest `metadata` accepted, as JSON (bytes). */
-export const METADATA_MAX_BYTES = 16 * 1024
 /** Seconds a caller is asked to wait after Twilio's 429 or an unreachable Twilio. */
 export const TWILIO_RETRY_AFTER_S = 5
 
@@ -78,7 +79,7 @@ const isWhatsApp = (address: string): boolean => /^whatsapp:/i.test(address)
 
 /**
  * The rules a JSON schema cannot say well: exactly one sender, exactly one kind of content, and
- * sizes. @throws {AppError} `invalid_payload` naming the field.
+ * text PostgreSQL can store (`checkStorable`). @throws {AppError} `invalid_payload` naming the field.
  */
 export function checkSendRequest (r: SendRequest): void {
   const invalid = (message: string): AppError => new AppError('invalid_payload', message)
@@ -94,9 +95,7 @@ export function checkSendRequest (r: SendRequest): void {
   if (r.from !== undefined && isWhatsApp(r.from) !== isWhatsApp(r.to)) {
     throw invalid('body.from must be on the same channel as body.to (both whatsapp:+E.164, or both E.164)')
   }
-  if (r.metadata !== undefined && Buffer.byteLength(JSON.stringify(r.metadata)) > METADATA_MAX_BYTES) {
-    throw invalid(`body.metadata must be at most ${METADATA_MAX_BYTES} bytes as JSON`)
-  }
+  checkStorable({ ...r })
 }
 
 /** JSON with object keys sorted at every level, so equal bodies hash equal whatever their key order. */
@@ -155,16 +154,50 @@ function failureOf (err: unknown): { error: AppError, maybeSent: boolean, final:
   throw err
 }
 
+/** An error thrown by a Twilio HTTP call (only those are read as Twilio's answer). */
+class TwilioCallError extends Error {
+  constructor (cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause })
+    this.name = 'TwilioCallError'
+  }
+}
+
+async function viaTwilio<T> (call: () => Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (err) {
+    throw new TwilioCallError(err)
+  }
+}
+
+const inProgress = (cause?: unknown): AppError =>
+  new AppError('idempotency_in_progress', 'A newer request with this Idempotency-Key took it over; retry after Retry-After seconds to get its result', { cause, retryAfterS: 1 })
+
+/** PostgreSQL refused the data itself (SQLSTATE class 22 "data exception", 54 "program limit exceeded"). */
+function isDataError (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && /^(22|54)[0-9A-Z]{3}$/.test(code)
+}
+
 /**
  * Sends one message (or answers for an earlier request with the same `Idempotency-Key`).
+ *
+ * With a key, a durable "attempt started" record (`startSendAttempt`, fenced by the claim's
+ * generation) precedes the create; only errors of Twilio HTTP calls are read as Twilio's answer; a
+ * failure after Twilio accepted the message is "maybe sent" (the key is left `unknown` with the SID
+ * when the database lets it), and a retry adopts that message instead of sending again.
  * @param apiKeyName - the authenticated key's name: idempotency keys are per API key.
  * @throws {AppError} `invalid_payload`, `idempotency_key_reused`, `idempotency_in_progress`,
- *   `twilio_error`, `twilio_rate_limited`, `twilio_unavailable`; or a database error (503).
+ *   `twilio_error`, `twilio_rate_limited`, `twilio_unavailable`, `send_not_recorded` (Twilio
+ *   accepted the message, Tidings could not record it: `message_sid` says which); or a database
+ *   error before anything was sent (503).
  */
 export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: string, idempotencyKey: string | undefined): Promise<SendResult> {
   checkSendRequest(r)
   let ambiguous = false
   let attemptStartedAt = new Date()
+  let holder: KeyHolder | undefined
+  let knownSid: string | null = null
   if (idempotencyKey !== undefined) {
     const claim = await claimIdempotencyKey(deps.db, {
       apiKeyName,
@@ -182,40 +215,57 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
     }
     ambiguous = claim.ambiguous
     attemptStartedAt = claim.attemptStartedAt
+    holder = { apiKeyName, key: idempotencyKey, generation: claim.generation }
+    knownSid = claim.ambiguous ? claim.messageSid : null
   }
 
   const client = deps.twilio(null)
   let created: TwilioMessage | undefined
   let source: 'api' | 'reconcile' = 'api'
+  let creating = false
   try {
-    if (ambiguous) {
+    if (knownSid !== null) {
+      // An earlier attempt under this key got Twilio's answer but could not record it.
+      const sid = knownSid
+      created = await viaTwilio(async () => await client.messages(sid).fetch())
+      source = 'reconcile'
+    } else if (ambiguous) {
       // A message an earlier, uncertain attempt under the same key may have created at Twilio.
-      created = await findEarlierSend(client, {
+      created = await viaTwilio(async () => await findEarlierSend(client, {
         to: r.to,
         sender: r.from !== undefined ? { from: r.from } : { messagingServiceSid: r.messaging_service_sid as string },
         body: r.body,
         startedAt: attemptStartedAt,
         isTaken: async (sid) => await isSidOfAnotherKey(deps.db, sid)
-      })
+      }))
       if (created !== undefined) source = 'reconcile'
     }
-    created ??= await client.messages.create({
-      to: r.to,
-      ...(r.from !== undefined ? { from: r.from } : { messagingServiceSid: r.messaging_service_sid }),
-      ...(r.body !== undefined ? { body: r.body } : { contentSid: r.content_sid }),
-      ...(r.content_variables !== undefined ? { contentVariables: JSON.stringify(r.content_variables) } : {}),
-      statusCallback: deps.statusCallbackUrl
-    })
+    if (created === undefined) {
+      if (holder !== undefined) await startSendAttempt(deps.db, holder, deps.idempotencyLeaseMs)
+      creating = true
+      created = await viaTwilio(async () => await client.messages.create({
+        to: r.to,
+        ...(r.from !== undefined ? { from: r.from } : { messagingServiceSid: r.messaging_service_sid }),
+        ...(r.body !== undefined ? { body: r.body } : { contentSid: r.content_sid }),
+        ...(r.content_variables !== undefined ? { contentVariables: JSON.stringify(r.content_variables) } : {}),
+        statusCallback: deps.statusCallbackUrl
+      }))
+    }
   } catch (err) {
-    const { error, maybeSent, final } = failureOf(err)
-    if (idempotencyKey !== undefined) {
-      if (final) {
-        await completeIdempotencyKey(deps.db, apiKeyName, idempotencyKey, error.statusCode, { ...error.fields, code: error.code, message: error.message }, null)
-      } else if (maybeSent) {
-        await markIdempotencyKeyUnknown(deps.db, apiKeyName, idempotencyKey)
-      } else {
-        await releaseIdempotencyKey(deps.db, apiKeyName, idempotencyKey, ambiguous)
-      }
+    if (err instanceof IdempotencyLeaseLostError) throw inProgress(err)
+    if (!(err instanceof TwilioCallError)) {
+      // The database, before anything was sent: the key is given back (or kept `unknown`).
+      if (holder !== undefined) await releaseIdempotencyKey(deps.db, holder, ambiguous).catch(() => {})
+      throw err
+    }
+    const { error, maybeSent, final } = failureOf(err.cause)
+    if (holder !== undefined) {
+      const h = holder
+      // Only the create's own refusal is the answer to this request; a failed lookup is retried.
+      const settle = final && creating
+        ? completeIdempotencyKey(deps.db, h, error.statusCode, { ...error.fields, code: error.code, message: error.message }, null)
+        : (maybeSent && creating) || ambiguous ? markIdempotencyKeyUnknown(deps.db, h) : releaseIdempotencyKey(deps.db, h, false)
+      await settle.catch(() => {})
     }
     throw error
   }
@@ -224,9 +274,10 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
   const flag = r.fallback ?? true
   // Writes what only the caller knows, then the response and the idempotency record, in the
   // transaction that records the initial status (or, if a callback already recorded that status,
-  // in one of its own).
-  const finish = async (trx: Transaction<Database>): Promise<{ row: MessageRow, body: unknown }> => {
-    const row = await trx.updateTable('messages')
+  // in one of its own). Lock order (docs/fallback.md): the message row (locked by recording), the
+  // fallback's recipient lock and row, the idempotency key last.
+  const storeFields = async (trx: Transaction<Database>): Promise<void> => {
+    await trx.updateTable('messages')
       .set({
         body: r.body ?? null,
         external_id: r.external_id ?? null,
@@ -234,20 +285,39 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
         fallback: flag
       })
       .where('sid', '=', sent.sid)
-      .returningAll()
-      .executeTakeFirstOrThrow()
-    const body = await deps.present(trx, row)
-    if (idempotencyKey !== undefined) await completeIdempotencyKey(trx, apiKeyName, idempotencyKey, 201, body, sent.sid)
-    return { row, body }
+      .execute()
+    // A failure callback may have committed first and decided with the default flag.
+    if (!flag) await cancelPendingFallback(trx, sent.sid)
   }
-  let result: { row: MessageRow, body: unknown } | undefined
-  await deps.recorder.record([twilioMessageToEvent(sent, source)], {
-    prepare: async (trx, recorded) => {
-      result = await finish(trx)
-      // The hooks (the fallback) decide with the caller's flag and text, not the defaults the row had.
-      return recorded.map((one) => ({ ...one, message: result?.row ?? one.message }))
-    }
-  })
-  result ??= await deps.db.transaction().execute(finish)
+  const answer = async (trx: Transaction<Database>): Promise<{ body: unknown }> => {
+    const row = await trx.selectFrom('messages').selectAll().where('sid', '=', sent.sid).executeTakeFirstOrThrow()
+    const body = await deps.present(trx, row)
+    if (holder !== undefined) await completeIdempotencyKey(trx, holder, 201, body, sent.sid)
+    return { body }
+  }
+  let result: { body: unknown } | undefined
+  try {
+    await deps.recorder.record([twilioMessageToEvent(sent, source)], {
+      prepare: async (trx, recorded) => {
+        await storeFields(trx)
+        // The hooks (the fallback) decide with the caller's flag and text, not the defaults the row had.
+        return recorded.map((one) => ({ ...one, message: { ...one.message, fallback: flag, body: r.body ?? null } }))
+      },
+      finish: async (trx) => { result = await answer(trx) }
+    })
+    result ??= await deps.db.transaction().execute(async (trx) => { await storeFields(trx); return await answer(trx) })
+  } catch (err) {
+    if (err instanceof IdempotencyLeaseLostError) throw inProgress(err)
+    // Twilio accepted the message: it is never sent again for this request. A retry with the same
+    // key adopts it by its SID; without a key, the caller learns the SID here.
+    if (holder !== undefined) await markIdempotencyKeyUnknown(deps.db, holder, sent.sid).catch(() => {})
+    const data = isDataError(err)
+    throw new AppError('send_not_recorded', `Twilio accepted the message ${sent.sid}, but Tidings could not record it (${data ? 'the database refused its data' : 'the database is unavailable'}). Do not send it again: retry with the same Idempotency-Key to record it, or register it with PUT /v1/messages/${sent.sid}.`, {
+      cause: err,
+      statusCode: data ? 500 : 503,
+      ...(data ? {} : { retryAfterS: TWILIO_RETRY_AFTER_S }),
+      fields: { message_sid: sent.sid }
+    })
+  }
   return { status: 201, body: result.body, replayed: false }
 }

@@ -2,7 +2,8 @@
  * JSON bodies of the `/v1` API, made storable at the door (`src/domain/storable.ts`): a NUL
  * anywhere, or nesting deeper than `MAX_JSON_DEPTH`, is a 400 naming the field (it was a 500 from
  * PostgreSQL, e.g. `external_id: "\u0000"` on `PUT /v1/messages/:sid`); a lone UTF-16 surrogate
- * becomes U+FFFD. Runs before schema validation, so routes only ever see storable values.
+ * is refused too: this is the caller's own input, which the caller can fix (a provider's is
+ * normalised instead). Runs before schema validation, so routes only ever see storable values.
  */
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
@@ -16,7 +17,7 @@ async function storableBodyPlugin (app: FastifyInstance, opts: { metrics: Metric
       request.body = toStorable(request.body, (reason) => {
         opts.metrics.inputNormalized.inc({ source: 'api', reason })
         request.log.info({ reason }, 'request body normalised to be stored')
-      })
+      }, { prefix: 'body', refuseLoneSurrogates: true })
     } catch (err) {
       if (err instanceof RefusedInput) opts.metrics.inputRefused.inc({ source: 'api', reason: err.reason })
       throw err

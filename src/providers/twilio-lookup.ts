@@ -2,14 +2,22 @@
  * Resolving an uncertain send. Twilio has no idempotency key on message creation
  * (https://www.twilio.com/docs/messaging/api/message-resource), so when an attempt may have reached
  * Twilio without its result being recorded (a timeout, a 5xx, a dropped connection, a process that
- * died mid-request), the retry first lists the messages to that number from that sender since the
- * attempt began and adopts a match instead of sending a second copy. Used by the SMS fallback
- * worker and by `POST /v1/messages` with an `Idempotency-Key`.
+ * died mid-request), the retry first lists the messages to that number from that sender and adopts
+ * a match created since the attempt began instead of sending a second copy. Used by the SMS
+ * fallback worker and by `POST /v1/messages` with an `Idempotency-Key`.
+ *
+ * The list is filtered by `To` (and `From`) only, never by `DateSent`: a message still `queued` or
+ * `accepted` has no `date_sent` yet, and it is exactly the one an interrupted attempt leaves behind.
+ * Twilio lists newest first, so the window (`date_created` since the attempt began, less a margin)
+ * and the text are compared here.
  */
 import type { MessageInstance } from 'twilio/lib/rest/api/v2010/account/message.js'
 import type { TwilioClient } from './twilio-rest.ts'
 
-/** How far back a lookup reaches before the attempt began: clocks differ, and `DateSent` is coarse. */
+/** Messages listed per lookup (one page): more to one number from one sender within minutes is not expected. */
+export const LOOKUP_PAGE_SIZE = 200
+
+/** How far back a lookup reaches before the attempt began: Tidings' and Twilio's clocks differ. */
 export const LOOKUP_MARGIN_MS = 5 * 60_000
 
 export interface EarlierSendQuery {
@@ -33,14 +41,13 @@ export async function findEarlierSend (client: TwilioClient, q: EarlierSendQuery
   const listed = await client.messages.list({
     to: q.to,
     ...('from' in q.sender ? { from: q.sender.from } : {}),
-    dateSentAfter: since,
-    limit: 100
+    limit: LOOKUP_PAGE_SIZE
   })
   const matches = listed
     .filter((m) => m.to === q.to)
     .filter((m) => 'from' in q.sender ? m.from === q.sender.from : m.messagingServiceSid === q.sender.messagingServiceSid)
     .filter((m) => q.body === undefined || m.body === q.body)
-    .filter((m) => m.dateCreated === null || m.dateCreated.getTime() >= since.getTime())
+    .filter((m) => m.dateCreated !== null && m.dateCreated.getTime() >= since.getTime())
     .sort((a, b) => (a.dateCreated?.getTime() ?? 0) - (b.dateCreated?.getTime() ?? 0))
   for (const m of matches) {
     if (!await q.isTaken(m.sid)) return m

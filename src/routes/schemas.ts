@@ -67,7 +67,7 @@ export type MessageEventBody = Static<typeof MessageEvent>
 /** A WhatsApp message's SMS fallback (docs/fallback.md). */
 export const Fallback = Type.Object({
   state: Type.String({ description: 'pending, sending, sent, failed or skipped' }),
-  reason: Nullable(Type.String({ description: 'Why skipped or failed: opted_out, no_sender, no_recipient, recipient_limit, no_body, twilio_error, retries_exhausted' })),
+  reason: Nullable(Type.String({ description: 'Why skipped or failed: opted_out, no_sender, no_recipient, recipient_limit, no_body, twilio_error, retries_exhausted, opted_out_by_caller' })),
   sid: Nullable(Type.String({ description: 'SID of the fallback SMS once Twilio accepted it' })),
   status: Nullable(Type.String({ description: 'Current status of the fallback SMS' })),
   trigger_error_code: Nullable(Type.String({ description: 'The WhatsApp ErrorCode that called for the fallback' })),

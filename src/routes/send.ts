@@ -52,7 +52,9 @@ export const RegisterBody = Type.Object({
 const TwilioErrorBody = Type.Object({
   code: Type.String(),
   message: Type.String(),
-  twilio_code: Type.Optional(Type.String())
+  twilio_code: Type.Optional(Type.String()),
+  /** `send_not_recorded`: the message Twilio accepted. */
+  message_sid: Type.Optional(Type.String())
 })
 const MessageWithFallback = Type.Composite([Message, FallbackFields])
 /** How often expired idempotency records are deleted. */
@@ -85,6 +87,7 @@ export const sendRoutes: FastifyPluginAsyncTypebox<SendRoutesOptions> = async (a
         401: ErrorBody,
         409: ErrorBody,
         422: TwilioErrorBody,
+        500: TwilioErrorBody,
         502: TwilioErrorBody,
         503: TwilioErrorBody
       }

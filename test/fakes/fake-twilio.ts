@@ -11,8 +11,10 @@
  * error such as 21610, slowly, or by accepting the message and then destroying the connection;
  * and the next fetches: 429 or 500.
  *
- * Simplifications: `date_sent` is set when the message is accepted (real Twilio fills it once the
- * message leaves, a moment later); statuses never move on by themselves.
+ * Like real Twilio, a message created through the API stays `queued` with no `date_sent` until it
+ * leaves (`setStatus` moves it on and fills `date_sent`), so a `DateSent>` filter does not find it.
+ * Statuses never move on by themselves. `onAccepted` runs a test's fault (e.g. cutting the
+ * database) at the moment Twilio has accepted a message and before it answers.
  */
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
@@ -72,8 +74,14 @@ export interface FakeTwilio {
   seed: (message: Partial<FakeMessage> & { sid: string, account_sid: string, to: string }) => FakeMessage
   /** Queues how the next sends are answered, one behaviour per send; afterwards sends succeed. */
   answerNextSends: (...behaviours: CreateBehaviour[]) => void
+  /** Like `answerNextSends`, for sends to `to` only (taken before the global queue): concurrent tests do not share answers. */
+  answerNextSendsTo: (to: string, ...behaviours: CreateBehaviour[]) => void
   /** Queues HTTP errors (429, 500) for the next `GET …/Messages/{Sid}.json`, one per fetch; afterwards fetches succeed. */
   answerNextFetches: (...statuses: number[]) => void
+  /** Moves a message on (e.g. `sent`, `delivered`, `read`, `failed`), filling `date_sent` when it leaves `queued`/`accepted`. */
+  setStatus: (sid: string, status: string, errorCode?: number) => void
+  /** Runs `fn` once a message is accepted, before the fake answers; `null` removes it. */
+  onAccepted: (fn: ((m: FakeMessage) => unknown) | null) => void
   /** Resolves once `count` messages were accepted through the API (rejects after `timeoutMs`). */
   waitForSent: (count: number, timeoutMs?: number) => Promise<FakeMessage[]>
   close: () => Promise<void>
@@ -132,10 +140,12 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
   const requests: FakeRequest[] = []
   const messages = new Map<string, FakeMessage>()
   const behaviours: CreateBehaviour[] = []
+  const behavioursByTo = new Map<string, CreateBehaviour[]>()
   const fetchStatuses: number[] = []
   // Pending slow answers: cleared (and released) on close so the server can stop.
   const timers = new Map<NodeJS.Timeout, () => void>()
   const sentWaiters = new Set<() => void>()
+  let acceptedHook: ((m: FakeMessage) => unknown) | null = null
   const sent = (): FakeMessage[] => [...messages.values()].filter((m) => m.created_via_api)
 
   const delay = async (ms: number): Promise<void> => await new Promise((resolve) => {
@@ -195,7 +205,7 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
       }
 
       if (sid !== undefined) return await reply.code(405).send(twilioError(405, 20004, 'Method not allowed'))
-      const behaviour = behaviours.shift() ?? { kind: 'ok' }
+      const behaviour = behavioursByTo.get(form.To ?? '')?.shift() ?? behaviours.shift() ?? { kind: 'ok' }
       if (behaviour.kind === 'http') {
         return await reply.code(behaviour.status).send(twilioError(behaviour.status, behaviour.status === 429 ? 20429 : 20500, behaviour.status === 429 ? 'Too Many Requests' : 'Internal Server Error'))
       }
@@ -223,11 +233,13 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
         error_code: null,
         error_message: null,
         date_created: now,
-        date_sent: now,
+        // Twilio fills date_sent when the message leaves, not when it is accepted.
+        date_sent: null,
         created_via_api: true
       }
       messages.set(message.sid, message)
       for (const wake of [...sentWaiters]) wake()
+      if (acceptedHook !== null) await acceptedHook(message)
       if (behaviour.kind === 'accept_then_drop') {
         reply.hijack()
         request.raw.socket.destroy()
@@ -264,6 +276,15 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
       return message
     },
     answerNextSends: (...next) => { behaviours.push(...next) },
+    answerNextSendsTo: (to, ...next) => { behavioursByTo.set(to, [...(behavioursByTo.get(to) ?? []), ...next]) },
+    setStatus: (sid, status, errorCode) => {
+      const m = messages.get(sid)
+      if (m === undefined) throw new Error(`fake Twilio: no message ${sid}`)
+      m.status = status
+      if (errorCode !== undefined) { m.error_code = errorCode; m.error_message = `Twilio error ${errorCode}` }
+      if (m.date_sent === null && status !== 'queued' && status !== 'accepted') m.date_sent = new Date()
+    },
+    onAccepted: (fn) => { acceptedHook = fn },
     answerNextFetches: (...next) => { fetchStatuses.push(...next) },
     waitForSent: async (count, timeoutMs = 20_000) => {
       const deadline = Date.now() + timeoutMs
