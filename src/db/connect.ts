@@ -17,11 +17,21 @@ export interface DatabaseOptions {
   statementTimeoutMs?: number
   /** How long to wait for a pool connection before failing, in ms. */
   connectionTimeoutMs?: number
+  /**
+   * Size of the second, smaller pool for reads (`readDb`: the `/v1` API, stats, stream catch-up,
+   * `/metrics`), so that reads can never take the connections webhooks record with (PostgreSQL only).
+   */
+  readPoolMax?: number
+  /** Told of every connection that dropped (logged by the server); the process carries on. */
+  onConnectionError?: (err: Error, pool: 'write' | 'read') => void
 }
 
 /** An open database: the Kysely handle plus what it runs on. */
 export interface DatabaseHandle {
+  /** Writes: recording webhooks, sending, the fallback worker (`DATABASE_POOL_MAX`). */
   db: Kysely<Database>
+  /** Reads that must not take the writers' connections (`DATABASE_READ_POOL_MAX`); `db` on PGlite. */
+  readDb: Kysely<Database>
   /** The PostgreSQL URL (`postgres`), for components that open their own pool (the job queue). */
   url: string | undefined
   /** The embedded instance (`pglite`), for components that must share its single connection. */
@@ -36,6 +46,8 @@ export interface DatabaseHandle {
   listen: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>
   /** Pool state for metrics (PostgreSQL only). */
   poolStats?: () => { total: number, idle: number, waiting: number }
+  /** The read pool's state for metrics (PostgreSQL only). */
+  readPoolStats?: () => { total: number, idle: number, waiting: number }
 }
 
 /** Delay before a lost LISTEN connection is re-opened, in ms. */
@@ -84,35 +96,64 @@ function postgresListener (connectionString: string) {
 }
 
 /**
+ * A pg pool whose clients survive their connection dropping (server restart or crash, network
+ * cut): pg emits `'error'` on a client whose socket dies, and pg-pool listens only while the client
+ * is idle, so a client checked out by Kysely (mid-query, mid-transaction, between the statements of
+ * a transaction) would raise an uncaught exception and take the process down. Every client gets its
+ * own listener for its whole life; the query in flight still rejects with the error (the webhook
+ * answers 503), and pg-pool discards the dead client on release (`_queryable` is false).
+ */
+export function resilientPool (config: pg.PoolConfig, onError: (err: Error) => void = () => {}): pg.Pool {
+  const pool = new pg.Pool(config)
+  // An idle client losing its connection.
+  pool.on('error', (err) => onError(err))
+  // A client in use losing its connection (and, harmlessly, an idle one too: both listeners run).
+  pool.on('connect', (client) => { client.on('error', (err) => onError(err)) })
+  return pool
+}
+
+function statsOf (pool: pg.Pool): () => { total: number, idle: number, waiting: number } {
+  return () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount })
+}
+
+/** Default size of the read pool: a third of the write pool, at least 2. */
+export function defaultReadPoolMax (poolMax: number): number {
+  return Math.max(2, Math.ceil(poolMax / 3))
+}
+
+/**
  * Opens PostgreSQL when `databaseUrl` is set, otherwise embedded PGlite stored in `dataDir`.
  * Connecting is lazy on PostgreSQL: an unreachable server surfaces as errors on the first query,
  * which the webhook turns into 503.
  */
 export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHandle> {
   if (opts.databaseUrl !== undefined) {
-    const pool = new pg.Pool({
+    const poolConfig = {
       connectionString: opts.databaseUrl,
-      max: opts.poolMax ?? 10,
       connectionTimeoutMillis: opts.connectionTimeoutMs ?? 2000,
       statement_timeout: opts.statementTimeoutMs ?? 5000,
       query_timeout: (opts.statementTimeoutMs ?? 5000) + 1000,
       idleTimeoutMillis: 30_000
-    })
-    // An idle client losing its connection must not crash the process.
-    pool.on('error', () => {})
+    }
+    const poolMax = opts.poolMax ?? 10
+    const pool = resilientPool({ ...poolConfig, max: poolMax, application_name: 'tidings' }, (err) => opts.onConnectionError?.(err, 'write'))
+    const readPool = resilientPool({ ...poolConfig, max: opts.readPoolMax ?? defaultReadPoolMax(poolMax), application_name: 'tidings-read' }, (err) => opts.onConnectionError?.(err, 'read'))
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+    const readDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: readPool }) })
     let closed = false
     return {
       db,
+      readDb,
       url: opts.databaseUrl,
       pglite: undefined,
       kind: 'postgres',
       listen: postgresListener(opts.databaseUrl),
-      poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+      poolStats: statsOf(pool),
+      readPoolStats: statsOf(readPool),
       close: async () => {
         if (closed) return
         closed = true
-        await db.destroy()
+        await Promise.all([db.destroy(), readDb.destroy()])
       }
     }
   }
@@ -123,6 +164,7 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
   let closed = false
   return {
     db,
+    readDb: db,
     url: undefined,
     pglite,
     kind: 'pglite',

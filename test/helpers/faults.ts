@@ -1,0 +1,58 @@
+/**
+ * A real Tidings process (`node src/server.ts`) whose database connections all go through a TCP
+ * proxy the test controls (test/helpers/tcp-proxy.ts), on a fresh test database.
+ */
+import type { Kysely } from 'kysely'
+import type { Database } from '../../src/db/database.ts'
+import { ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL } from './app.ts'
+import { createTestDatabase } from './database.ts'
+import { startServer, type ServerProcess } from './process.ts'
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.ts'
+
+interface TapLike { teardown: (fn: () => unknown) => void }
+
+export interface FaultRig {
+  server: ServerProcess
+  proxy: TcpProxy
+  /** Direct to the test database, not through the proxy: for checks. */
+  db: Kysely<Database>
+  url: string
+  /** Exit codes (or signals) of the server, if it exited. */
+  exits: string[]
+}
+
+/** The environment of a server behind `proxy` (Twilio signing as in test/helpers/app.ts). */
+export function faultEnv (proxiedUrl: string, env: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  return {
+    DATABASE_URL: proxiedUrl,
+    MIGRATE_ON_START: 'false',
+    PUBLIC_BASE_URL,
+    TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+    // Every request logs a line; warn keeps the pipe quiet under load (startServer then polls /health).
+    LOG_LEVEL: 'warn',
+    ...env
+  }
+}
+
+/** Starts the proxy and the server on a fresh migrated database; both stop at teardown. */
+export async function startFaultRig (t: TapLike, env: Record<string, string | undefined> = {}): Promise<FaultRig> {
+  const { db, url } = await createTestDatabase(t)
+  const target = new URL(url)
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
+  t.teardown(async () => { await proxy.close() })
+  const server = await startServer(faultEnv(proxy.urlThrough(url), env), 45_000)
+  const exits: string[] = []
+  server.child.once('exit', (code, signal) => { exits.push(String(code ?? signal)) })
+  t.teardown(async () => { await server.stop() })
+  return { server, proxy, db, url, exits }
+}
+
+/** Polls `probe` every 100 ms until it is true; throws after `timeoutMs`. */
+export async function until (probe: () => Promise<boolean> | boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
