@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs'
 import type { PGlite } from '@electric-sql/pglite'
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
+import { defaultReadPoolMax } from '../config/resilience.ts'
 import type { Database } from './database.ts'
 
 // bigint (int8) ids exceed Number.MAX_SAFE_INTEGER in the long run: keep them as strings (pg's default).
@@ -116,11 +117,6 @@ function statsOf (pool: pg.Pool): () => { total: number, idle: number, waiting: 
   return () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount })
 }
 
-/** Default size of the read pool: a third of the write pool, at least 2. */
-export function defaultReadPoolMax (poolMax: number): number {
-  return Math.max(2, Math.ceil(poolMax / 3))
-}
-
 /**
  * Opens PostgreSQL when `databaseUrl` is set, otherwise embedded PGlite stored in `dataDir`.
  * Connecting is lazy on PostgreSQL: an unreachable server surfaces as errors on the first query,
@@ -137,7 +133,14 @@ export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHand
     }
     const poolMax = opts.poolMax ?? 10
     const pool = resilientPool({ ...poolConfig, max: poolMax, application_name: 'tidings' }, (err) => opts.onConnectionError?.(err, 'write'))
-    const readPool = resilientPool({ ...poolConfig, max: opts.readPoolMax ?? defaultReadPoolMax(poolMax), application_name: 'tidings-read' }, (err) => opts.onConnectionError?.(err, 'read'))
+    // Reads wait for a read connection as long as a statement may run: the read pool is their
+    // queue (webhooks never wait behind it), and a heavy read is limited before it gets here.
+    const readPool = resilientPool({
+      ...poolConfig,
+      max: opts.readPoolMax ?? defaultReadPoolMax(poolMax),
+      connectionTimeoutMillis: Math.max(poolConfig.connectionTimeoutMillis, opts.statementTimeoutMs ?? 5000),
+      application_name: 'tidings-read'
+    }, (err) => opts.onConnectionError?.(err, 'read'))
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
     const readDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: readPool }) })
     let closed = false

@@ -33,12 +33,12 @@ const STATUSES = ['queued', 'sent', 'delivered']
 /** Starts the load against the server at `baseUrl`. */
 export function startLoad (baseUrl: string, opts: { concurrency?: number, pauseMs?: number } = {}): Load {
   const attempts: Attempt[] = []
-  let running = true
+  const state = { running: true }
   const loop = async (): Promise<void> => {
-    while (running) {
+    while (state.running) {
       const sid = messageSid()
       for (const status of STATUSES) {
-        if (!running) return
+        if (!state.running) return
         const startedAt = Date.now()
         const code = await postSigned(baseUrl, smsCallback(sid, status))
         attempts.push({ sid, status, startedAt, endedAt: Date.now(), code })
@@ -51,7 +51,7 @@ export function startLoad (baseUrl: string, opts: { concurrency?: number, pauseM
   const loops = Array.from({ length: opts.concurrency ?? 4 }, async () => { await loop() })
   return {
     attempts,
-    stop: async () => { running = false; await Promise.all(loops) },
+    stop: async () => { state.running = false; await Promise.all(loops) },
     ackedAfter: async (since, timeoutMs = 30_000) => {
       const deadline = Date.now() + timeoutMs
       for (;;) {
