@@ -3,9 +3,11 @@
  * proxy the test controls (test/helpers/tcp-proxy.ts), on a fresh test database.
  */
 import type { Kysely } from 'kysely'
+import type { Test } from 'tap'
 import type { Database } from '../../src/db/database.ts'
-import { ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL } from './app.ts'
+import { ACCOUNT_SID, API_KEY, AUTH_TOKEN, PUBLIC_BASE_URL } from './app.ts'
 import { createTestDatabase } from './database.ts'
+import { lostAcknowledged, type Load } from './load.ts'
 import { startServer, type ServerProcess } from './process.ts'
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.ts'
 
@@ -29,6 +31,7 @@ export function faultEnv (proxiedUrl: string, env: Record<string, string | undef
     PUBLIC_BASE_URL,
     TWILIO_ACCOUNT_SID: ACCOUNT_SID,
     TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+    API_KEYS: `billing:${API_KEY}`,
     // Every request logs a line; warn keeps the pipe quiet under load (startServer then polls /health).
     LOG_LEVEL: 'warn',
     ...env
@@ -41,7 +44,7 @@ export async function startFaultRig (t: TapLike, env: Record<string, string | un
   const target = new URL(url)
   const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
   t.teardown(async () => { await proxy.close() })
-  const server = await startServer(faultEnv(proxy.urlThrough(url), env), 45_000)
+  const server = await startServer(faultEnv(proxy.urlThrough(url), env), 90_000)
   const exits: string[] = []
   server.child.once('exit', (code, signal) => { exits.push(String(code ?? signal)) })
   t.teardown(async () => { await server.stop() })
@@ -55,4 +58,28 @@ export async function until (probe: () => Promise<boolean> | boolean, what: stri
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
+}
+
+export async function sleep (ms: number): Promise<void> { await new Promise((resolve) => setTimeout(resolve, ms)) }
+
+/** `promise`, or an error after `ms` (a fault that never triggers must not hang the test). */
+export async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([promise, new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms) })])
+  } finally { clearTimeout(timer) }
+}
+
+/**
+ * The checks every fault test ends with: a callback sent after `restoredAt` is acknowledged, the
+ * process never exited, every acknowledged callback is stored. Reports the recovery time.
+ */
+export async function survived (t: Test, rig: FaultRig, load: Load, restoredAt: number, what: string): Promise<void> {
+  const recovered = await load.ackedAfter(restoredAt)
+  await sleep(300)
+  await load.stop()
+  t.same(rig.exits, [], 'the process did not exit')
+  t.equal(rig.server.child.exitCode, null, 'and is running')
+  t.same(await lostAcknowledged(rig.db, load.attempts), [], 'every acknowledged callback is stored')
+  t.comment(`${what}: recovery ${recovered - restoredAt} ms; answers ${JSON.stringify(load.counts())}`)
 }

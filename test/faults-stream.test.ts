@@ -1,0 +1,40 @@
+/**
+ * Database faults under continuous signed Twilio load, through a TCP proxy between a real Tidings
+ * process and PostgreSQL (docs/reliability.md): connections cut during a stream catch-up. Each: the process never exits, every callback
+ * acknowledged with 200 is in the database, and callbacks are acknowledged again after the fault
+ * (the time it took is reported as a comment, not asserted: this machine is shared).
+ */
+import { sql } from 'kysely'
+import t from 'tap'
+import { API_KEY } from './helpers/app.ts'
+import { sleep, startFaultRig, until, within } from './helpers/faults.ts'
+import { lostAcknowledged, startLoad } from './helpers/load.ts'
+import { openStream } from './helpers/sse.ts'
+
+t.test('connections cut during a stream catch-up: the stream goes on where it was, without gaps or repeats', async (t) => {
+  const rig = await startFaultRig(t)
+  // 3,000 events to catch up on (six pages of 500).
+  await sql`insert into messages (sid, provider, channel, status) select 'SM' || md5('c' || i), 'twilio', 'sms', 'sent' from generate_series(1, 3000) i`.execute(rig.db)
+  await sql`insert into message_events (message_sid, message_status, channel, raw, source) select 'SM' || md5('c' || i), 'sent', 'sms', '{}', 'webhook' from generate_series(1, 3000) i`.execute(rig.db)
+  const load = startLoad(rig.server.address, { concurrency: 4 })
+  t.teardown(load.stop)
+  await load.ackedAfter(Date.now())
+  const stream = await openStream(`${rig.server.address}/v1/stream`, { authorization: `Bearer ${API_KEY}`, 'last-event-id': '0' })
+  t.teardown(() => stream.close())
+  // After the first page arrived, the next catch-up read is cut.
+  await stream.waitFor(1, 20_000)
+  await within(rig.proxy.cutWhen(/"message_events"/), 10_000, 'a catch-up read')
+  const restoredAt = Date.now()
+  await load.ackedAfter(restoredAt)
+  await sleep(1000)
+  await load.stop()
+  const { rows } = await sql<{ n: string }>`select max(id)::text as n from message_events`.execute(rig.db)
+  const last = rows[0].n
+  await until(() => stream.events.some((e) => e.id === last), `the stream to reach event ${last}`, 30_000)
+  const ids = stream.events.map((e) => BigInt(e.id))
+  const { rows: all } = await sql<{ id: string }>`select id::text from message_events where id <= ${last}::bigint order by id`.execute(rig.db)
+  t.same(ids.map(String), all.map((r) => r.id), `every event 1…${last} once, in order (${ids.length} events)`)
+  t.same(rig.exits, [], 'the process did not exit')
+  t.same(await lostAcknowledged(rig.db, load.attempts), [], 'every acknowledged callback is stored')
+  t.comment(`stream catch-up cut: answers ${JSON.stringify(load.counts())}`)
+})
