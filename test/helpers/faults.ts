@@ -3,8 +3,11 @@
  * proxy the test controls (test/helpers/tcp-proxy.ts), on a fresh test database.
  */
 import type { Kysely } from 'kysely'
+import pg from 'pg'
 import type { Test } from 'tap'
+import { openDatabase } from '../../src/db/connect.ts'
 import type { Database } from '../../src/db/database.ts'
+import { migrateToLatest } from '../../src/db/migrate.ts'
 import { ACCOUNT_SID, API_KEY, AUTH_TOKEN, PUBLIC_BASE_URL } from './app.ts'
 import { createTestDatabase } from './database.ts'
 import { lostAcknowledged, type Load } from './load.ts'
@@ -38,9 +41,12 @@ export function faultEnv (proxiedUrl: string, env: Record<string, string | undef
   }
 }
 
-/** Starts the proxy and the server on a fresh migrated database; both stop at teardown. */
-export async function startFaultRig (t: TapLike, env: Record<string, string | undefined> = {}): Promise<FaultRig> {
-  const { db, url } = await createTestDatabase(t)
+/**
+ * Starts the proxy and the server on a fresh migrated database (on the test server, or on
+ * `opts.serverUrl`, e.g. the test's own PostgreSQL); both stop at teardown.
+ */
+export async function startFaultRig (t: TapLike, env: Record<string, string | undefined> = {}, opts: { serverUrl?: string } = {}): Promise<FaultRig> {
+  const { db, url } = opts.serverUrl === undefined ? await createTestDatabase(t) : await migratedDatabaseOn(t, opts.serverUrl)
   const target = new URL(url)
   const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
   t.teardown(async () => { await proxy.close() })
@@ -49,6 +55,21 @@ export async function startFaultRig (t: TapLike, env: Record<string, string | un
   server.child.once('exit', (code, signal) => { exits.push(String(code ?? signal)) })
   t.teardown(async () => { await server.stop() })
   return { server, proxy, db, url, exits }
+}
+
+/** A fresh migrated database `tidings_faults` on the server at `serverUrl`. */
+async function migratedDatabaseOn (t: TapLike, serverUrl: string): Promise<{ db: Kysely<Database>, url: string }> {
+  const admin = new pg.Client({ connectionString: serverUrl })
+  await admin.connect()
+  await admin.query('CREATE DATABASE tidings_faults')
+  await admin.end()
+  const u = new URL(serverUrl)
+  u.pathname = '/tidings_faults'
+  const url = u.toString()
+  const handle = await openDatabase({ databaseUrl: url, dataDir: '' })
+  t.teardown(async () => { await handle.close() })
+  await migrateToLatest(handle.db)
+  return { db: handle.db, url }
 }
 
 /** Polls `probe` every 100 ms until it is true; throws after `timeoutMs`. */
