@@ -11,7 +11,8 @@ import { migrateToLatest } from '../../src/db/migrate.ts'
 import { ACCOUNT_SID, API_KEY, AUTH_TOKEN, PUBLIC_BASE_URL } from './app.ts'
 import { createTestDatabase } from './database.ts'
 import { lostAcknowledged, type Load } from './load.ts'
-import { startServer, type ServerProcess } from './process.ts'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { SERVER_ENTRY, startServer, type ServerProcess } from './process.ts'
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.ts'
 
 interface TapLike { teardown: (fn: () => unknown) => void }
@@ -103,4 +104,47 @@ export async function survived (t: Test, rig: FaultRig, load: Load, restoredAt: 
   t.equal(rig.server.child.exitCode, null, 'and is running')
   t.same(await lostAcknowledged(rig.db, load.attempts), [], 'every acknowledged callback is stored')
   t.comment(`${what}: recovery ${recovered - restoredAt} ms; answers ${JSON.stringify(load.counts())}`)
+}
+
+export interface SpawnedServer {
+  child: ChildProcess
+  /** Every JSON log line so far. */
+  logs: Array<Record<string, unknown>>
+  /** Resolves with the first log line (so far or to come) whose `msg` matches. */
+  logged: (msg: RegExp, timeoutMs?: number) => Promise<Record<string, unknown>>
+  exited: Promise<number | null>
+}
+
+/** `node src/server.ts` with `env`, watched line by line from its first log line (LOG_LEVEL info). */
+export function spawnServer (env: Record<string, string | undefined>): SpawnedServer {
+  const child = spawn(process.execPath, [SERVER_ENTRY], {
+    env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', MAX_EVENT_LOOP_DELAY_MS: '0', ...env, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const logs: Array<Record<string, unknown>> = []
+  let buffered = ''
+  child.stdout?.on('data', (d: Buffer) => {
+    buffered += d.toString()
+    let nl
+    while ((nl = buffered.indexOf('\n')) !== -1) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      try { logs.push(JSON.parse(line) as Record<string, unknown>) } catch { /* not a log line */ }
+    }
+  })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  return {
+    child,
+    logs,
+    exited,
+    logged: async (msg, timeoutMs = 90_000) => {
+      const deadline = Date.now() + timeoutMs
+      for (;;) {
+        const line = logs.find((l) => typeof l.msg === 'string' && msg.test(l.msg))
+        if (line !== undefined) return line
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no log line ${String(msg)} (exit code ${String(child.exitCode)})`)
+        await sleep(50)
+      }
+    }
+  }
 }
