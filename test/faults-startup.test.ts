@@ -37,7 +37,7 @@ t.test('database down at start-up: the process waits, logs why, and starts once 
   await load.stop()
   t.equal(server.child.exitCode, null, 'it is running')
   t.same(await lostAcknowledged(db, load.attempts), [], 'every acknowledged callback is stored')
-  t.comment(`listening ${Date.parse(String(listening.time)) - restoredAt} ms after the database came back, first callback acknowledged after ${recovered - restoredAt} ms`)
+  t.comment(`listening ${Number(listening.time) - restoredAt} ms after the database came back, first callback acknowledged after ${recovered - restoredAt} ms`)
 })
 
 t.test('database still down after DATABASE_STARTUP_TIMEOUT: exits 1 naming the variable', async (t) => {
