@@ -14,7 +14,8 @@ import type { Database } from './db/database.ts'
 import { AppError } from './errors.ts'
 import { installErrorHandler } from './http/error-handler.ts'
 import { installRequestLog } from './http/request-log.ts'
-import { createJobQueue, type JobQueueConnection } from './fallback/queue.ts'
+import { createJobQueue, jobQueueErrorLogger, type JobQueueConnection } from './fallback/queue.ts'
+import { ConcurrencyLimit } from './http/concurrency-limit.ts'
 import { createFallbackService } from './fallback/service.ts'
 import { loggerOptions, stdoutLogStream } from './logger.ts'
 import { startScheduledJobs } from './maintenance/scheduler.ts'
@@ -53,6 +54,13 @@ export interface AppDeps {
   listen?: DatabaseHandle['listen']
   /** Pool state for `/metrics` (`DatabaseHandle.poolStats`). */
   poolStats?: DatabaseHandle['poolStats']
+  /**
+   * Where reads that must not take the webhooks' connections run (`DatabaseHandle.readDb`): the
+   * `/v1` reads, stats, the stream, `/metrics` figures. Default `db`.
+   */
+  readDb?: Kysely<Database>
+  /** The read pool's state for `/metrics` (`DatabaseHandle.readPoolStats`). */
+  readPoolStats?: DatabaseHandle['readPoolStats']
 }
 
 /**
@@ -61,7 +69,8 @@ export interface AppDeps {
  * @param deps - the open database and, optionally, a metrics registry.
  */
 export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyInstance> {
-  const metrics = deps.metrics ?? createMetrics(deps.poolStats, deps.db)
+  const readDb = deps.readDb ?? deps.db
+  const metrics = deps.metrics ?? createMetrics(deps.poolStats, readDb, { cacheMs: config.resilience.metricsDatabaseCacheMs, readPoolStats: deps.readPoolStats })
   const app = Fastify({
     logger: { ...loggerOptions(config.logLevel), stream: deps.logStream ?? stdoutLogStream() },
     genReqId: (req) => {
@@ -94,7 +103,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   app.decorate('recorder', recorder)
   if (jobs !== undefined && fallback !== undefined) {
     // pg-boss reports background failures (maintenance, polling) as events; unhandled they would crash.
-    jobs.on('error', (err) => app.log.error({ err, component: 'jobs' }, 'job queue error'))
+    jobs.on('error', jobQueueErrorLogger(app.log))
     let started = false
     app.addHook('onReady', async () => {
       await jobs.start()
@@ -146,7 +155,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   await app.register(twilioStatusRoutes, { config, metrics, recorder })
   const listen = deps.listen
   const hub = new EventHub({
-    db: deps.db,
+    db: readDb,
     log: app.log,
     listen: listen === undefined ? undefined : async (onNotify) => await listen('tidings_events', onNotify)
   })
@@ -154,6 +163,8 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   // Before the server stops accepting: end open streams, or close would wait for them.
   app.addHook('preClose', async () => { await hub.stop() })
 
+  // Heavy reads queue here, not on the database's connections (docs/reliability.md).
+  const statsLimit = new ConcurrencyLimit({ max: config.resilience.statsMaxConcurrent, maxWaitMs: config.resilience.statsMaxWaitMs, what: 'statistics requests' })
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
     await v1.register(storableBody, { metrics })
@@ -166,7 +177,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       keyGenerator: (request) => request.apiKeyName ?? request.ip,
       errorResponseBuilder: (_request, context) => new AppError('rate_limited', `Rate limit of ${context.max} requests per minute exceeded for this API key; retry in ${context.after}`)
     })
-    await v1.register(messageRoutes, { db: deps.db })
+    await v1.register(messageRoutes, { db: readDb })
     await v1.register(sendRoutes, {
       db: deps.db,
       twilio: twilioClientsOf(config),
@@ -176,7 +187,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       // One create request (plus a list on a retry) and two short transactions.
       idempotencyLeaseMs: 2 * config.twilioRequestTimeoutMs + 5_000
     })
-    await v1.register(statsRoutes, { db: deps.db })
+    await v1.register(statsRoutes, { db: readDb, limit: statsLimit })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes, streamsPerKey: config.limits.streamsPerKey })
   }, { prefix: '/v1' })
 

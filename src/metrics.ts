@@ -45,11 +45,39 @@ export interface Metrics {
 export interface PoolStats { total: number, idle: number, waiting: number }
 
 /**
- * Gauges read from the database at scrape time, so every replica reports the same shared state:
- * fallbacks by state and reason, and pg-boss queue depth and oldest waiting job. A failing query
- * (the database down, or no `pgboss` schema yet) leaves the gauge empty rather than failing the scrape.
+ * `load` at most once per `ttlMs`: concurrent and later callers within that time share one result
+ * (or one failure), so a burst of scrapes costs the database one query.
  */
-function registerDatabaseGauges (registry: Registry, db: Kysely<Database>): void {
+export function cachedLoader<T> (load: () => Promise<T>, ttlMs: number): () => Promise<T> {
+  let cached: { at: number, value: Promise<T> } | undefined
+  return async () => {
+    const now = Date.now()
+    if (cached === undefined || now - cached.at >= ttlMs) {
+      const value = load()
+      cached = { at: now, value }
+      // A failure is kept for the same time: a database that is down is not asked again per scrape.
+      value.catch(() => {})
+    }
+    return await cached.value
+  }
+}
+
+/** Default for `cacheMs`: how long database figures are reused between scrapes, in ms. */
+export const METRICS_DATABASE_CACHE_MS = 5000
+
+/**
+ * Gauges read from the database, so every replica reports the same shared state: fallbacks by
+ * state and reason, and pg-boss queue depth and oldest waiting job. Read at most once per `cacheMs`
+ * however often `/metrics` is scraped. A failing query (the database down, or no `pgboss` schema
+ * yet) leaves the gauge empty rather than failing the scrape.
+ */
+function registerDatabaseGauges (registry: Registry, db: Kysely<Database>, cacheMs: number): void {
+  const fallbacks = cachedLoader(async () => (await sql<{ state: string, reason: string | null, n: string }>`
+    select state, reason, count(*)::text as n from fallbacks group by state, reason`.execute(db)).rows, cacheMs)
+  const queues = cachedLoader(async () => (await sql<{ name: string, state: string, n: string, age: string | null }>`
+    select name, state::text as state, count(*)::text as n,
+           extract(epoch from now() - min(created_on))::text as age
+    from pgboss.job where state in ('created', 'retry', 'active') group by name, state`.execute(db)).rows, cacheMs)
   registry.registerMetric(new Gauge({
     name: 'tidings_fallbacks',
     help: 'SMS fallbacks by state and reason',
@@ -58,9 +86,7 @@ function registerDatabaseGauges (registry: Registry, db: Kysely<Database>): void
     async collect () {
       this.reset()
       try {
-        const rows = await sql<{ state: string, reason: string | null, n: string }>`
-          select state, reason, count(*)::text as n from fallbacks group by state, reason`.execute(db)
-        for (const r of rows.rows) this.set({ state: r.state, reason: r.reason ?? '' }, Number(r.n))
+        for (const r of await fallbacks()) this.set({ state: r.state, reason: r.reason ?? '' }, Number(r.n))
       } catch {}
     }
   }))
@@ -79,12 +105,8 @@ function registerDatabaseGauges (registry: Registry, db: Kysely<Database>): void
       jobs.reset()
       this.reset()
       try {
-        const rows = await sql<{ name: string, state: string, n: string, age: string | null }>`
-          select name, state::text as state, count(*)::text as n,
-                 extract(epoch from now() - min(created_on))::text as age
-          from pgboss.job where state in ('created', 'retry', 'active') group by name, state`.execute(db)
         const ages = new Map<string, number>()
-        for (const r of rows.rows) {
+        for (const r of await queues()) {
           jobs.set({ queue: r.name, state: r.state }, Number(r.n))
           if (r.state !== 'active' && r.age !== null) ages.set(r.name, Math.max(ages.get(r.name) ?? 0, Number(r.age)))
         }
@@ -106,14 +128,34 @@ function boundedStatusCounter (counter: Counter<'channel' | 'status'>): Counter<
   return counter
 }
 
+function registerPoolGauge (registry: Registry, name: string, help: string, poolStats: () => PoolStats): void {
+  registry.registerMetric(new Gauge({
+    name,
+    help,
+    labelNames: ['state'],
+    registers: [],
+    collect () {
+      const s = poolStats()
+      this.set({ state: 'total' }, s.total)
+      this.set({ state: 'idle' }, s.idle)
+      this.set({ state: 'waiting' }, s.waiting)
+    }
+  }))
+}
+
 /**
  * Creates the registry and Tidings' own metrics.
  * @param poolStats - reads the database pool's state at scrape time, when there is a pool.
- * @param db - for gauges read from the database at scrape time (fallbacks, queues).
+ * @param db - for gauges read from the database (fallbacks, queues): the read pool's handle.
+ * @param more.cacheMs - how long those figures are reused between scrapes (`METRICS_DATABASE_CACHE`).
+ * @param more.readPoolStats - the read pool's state, when there is one.
  */
-export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database>): Metrics {
+export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database>, more: { cacheMs?: number, readPoolStats?: () => PoolStats } = {}): Metrics {
   const registry = new Registry()
-  if (db !== undefined) registerDatabaseGauges(registry, db)
+  if (db !== undefined) registerDatabaseGauges(registry, db, more.cacheMs ?? METRICS_DATABASE_CACHE_MS)
+  if (more.readPoolStats !== undefined) {
+    registerPoolGauge(registry, 'tidings_db_read_pool_connections', 'Read pool connections (API reads, stats, stream, metrics) by state (total, idle, waiting)', more.readPoolStats)
+  }
   // Process metrics, including event-loop delay (tidings_nodejs_eventloop_lag_*).
   collectDefaultMetrics({ register: registry, prefix: 'tidings_' })
   if (poolStats !== undefined) {

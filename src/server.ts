@@ -4,11 +4,13 @@
  * gracefully on SIGINT/SIGTERM (in-flight requests finish, then the pool closes).
  */
 import closeWithGrace from 'close-with-grace'
+import type { FastifyBaseLogger } from 'fastify'
 import { buildApp } from './app.ts'
 import { loadConfigOrExit } from './config/config.ts'
 import { openDatabase } from './db/connect.ts'
 import { resolveDatabaseUrl } from './db/embedded-postgres.ts'
 import { migrateToLatest } from './db/migrate.ts'
+import { unavailableReason, waitForDatabase } from './db/wait-for-database.ts'
 import { jobQueueConnectionOf } from './fallback/queue.ts'
 
 /** How long shutdown may take before the process exits anyway, in ms. */
@@ -17,14 +19,27 @@ const SHUTDOWN_DELAY_MS = 10_000
 async function main (): Promise<void> {
   const config = loadConfigOrExit(process.env)
   const { url, embedded } = await resolveDatabaseUrl(config)
+  // Set once the app (and its logger) exists; a connection can only drop after that.
+  const logTo: { log?: FastifyBaseLogger } = {}
   const database = await openDatabase({
     databaseUrl: url,
     poolMax: config.databasePoolMax,
-    statementTimeoutMs: config.databaseStatementTimeoutMs
+    readPoolMax: config.resilience.databaseReadPoolMax,
+    statementTimeoutMs: config.databaseStatementTimeoutMs,
+    onConnectionError: (err, pool) => logTo.log?.warn({ pool, reason: unavailableReason(err) }, 'database connection lost; requests using it answer 503 and new connections are opened')
   })
-  const app = await buildApp(config, { db: database.db, listen: database.listen, poolStats: database.poolStats, jobQueue: jobQueueConnectionOf(database) })
+  const app = await buildApp(config, { db: database.db, readDb: database.readDb, listen: database.listen, poolStats: database.poolStats, readPoolStats: database.readPoolStats, jobQueue: jobQueueConnectionOf(database) })
+  logTo.log = app.log
   if (embedded !== undefined) {
     app.log.warn({ dataDir: config.dataDir, port: embedded.port, how: embedded.how }, 'DATABASE_URL is not set: using the embedded PostgreSQL in DATA_DIR (for development and trials; use a managed PostgreSQL in production)')
+  }
+  try {
+    await waitForDatabase(database.db, { timeoutMs: config.resilience.databaseStartupTimeoutMs, log: app.log })
+  } catch (err) {
+    app.log.fatal({ err }, 'could not start: the database is not available')
+    await database.close()
+    await embedded?.stop()
+    process.exit(1)
   }
   if (config.migrateOnStart) {
     const ran = await migrateToLatest(database.db)

@@ -6,6 +6,7 @@ import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
 import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } from './maintenance.ts'
 import { LimitsEnvSchema, parseLimitsConfig, placeholderProblems, type LimitsConfig } from './limits.ts'
 import { parseReconcileReadConfig, ReconcileReadEnv, type ReconcileReadConfig } from './reconcile-read.ts'
+import { ResilienceEnv, parseResilienceConfig, type ResilienceConfig } from './resilience.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -65,7 +66,9 @@ export const EnvSchema = Type.Object({
   STREAM_HEARTBEAT_S: Type.Integer({ minimum: 1, maximum: 3600, default: 15 }),
   STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 1024 * 1024 }),
   IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 }),
-  ...LimitsEnvSchema
+  ...LimitsEnvSchema,
+  // --- database faults and load isolation (src/config/resilience.ts) ---
+  ...ResilienceEnv
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -149,6 +152,8 @@ export interface Config {
   idempotencyTtlMs: number
   /** Webhook input bounds, streams per key, callback shedding (`src/config/limits.ts`). */
   limits: LimitsConfig
+  /** Start-up waiting, the read pool, heavy-read limits, the `/metrics` cache. */
+  resilience: ResilienceConfig
 }
 
 export class ConfigError extends Error {
@@ -259,6 +264,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   const twilioAuthTokens = parseTwilioTokens(parsed, problems)
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
   const resendWebhookSecrets = parseResendSecrets(parsed, problems)
+  const resilience = parseResilienceConfig(parsed, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   return {
     port: parsed.PORT,
@@ -293,7 +299,8 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     streamHeartbeatS: parsed.STREAM_HEARTBEAT_S,
     streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES,
     idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000),
-    limits: parseLimitsConfig(parsed)
+    limits: parseLimitsConfig(parsed),
+    resilience
   }
 }
 

@@ -1,5 +1,6 @@
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
+import { defaultReadPoolMax } from '../config/resilience.ts'
 import type { Database } from './database.ts'
 
 // bigint (int8) ids exceed Number.MAX_SAFE_INTEGER in the long run: keep them as strings (pg's default).
@@ -8,28 +9,40 @@ import type { Database } from './database.ts'
 export interface DatabaseOptions {
   /** PostgreSQL URL (the embedded default's comes from `startEmbeddedPostgres`). */
   databaseUrl: string
-  /** Pool size. */
+  /** Pool size (PostgreSQL only). */
   poolMax?: number
-  /** Statement timeout in ms. */
+  /** Statement timeout in ms (PostgreSQL only). */
   statementTimeoutMs?: number
   /** How long to wait for a pool connection before failing, in ms. */
   connectionTimeoutMs?: number
+  /**
+   * Size of the second, smaller pool for reads (`readDb`: the `/v1` API, stats, stream catch-up,
+   * `/metrics`), so that reads can never take the connections webhooks record with (PostgreSQL only).
+   */
+  readPoolMax?: number
+  /** Told of every connection that dropped (logged by the server); the process carries on. */
+  onConnectionError?: (err: Error, pool: 'write' | 'read') => void
 }
 
 /** An open database: the Kysely handle plus what it runs on. */
 export interface DatabaseHandle {
+  /** Writes: recording webhooks, sending, the fallback worker (`DATABASE_POOL_MAX`). */
   db: Kysely<Database>
+  /** Reads that must not take the writers' connections (`DATABASE_READ_POOL_MAX`). */
+  readDb: Kysely<Database>
   /** The PostgreSQL URL, for components that open their own pool (the job queue). */
   url: string
-  /** Closes the pool. Idempotent. */
+  /** Closes both pools. Idempotent. */
   close: () => Promise<void>
   /**
-   * Calls `onNotify` on every NOTIFY of `channel` (LISTEN on a dedicated connection that reconnects
-   * by itself). Resolves to an unsubscribe function.
+   * Calls `onNotify` on every NOTIFY of `channel` (PostgreSQL LISTEN on a dedicated connection that
+   * reconnects by itself). Resolves to an unsubscribe function.
    */
   listen: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>
-  /** Pool state for metrics. */
+  /** Pool state for metrics (PostgreSQL only). */
   poolStats?: () => { total: number, idle: number, waiting: number }
+  /** The read pool's state for metrics (PostgreSQL only). */
+  readPoolStats?: () => { total: number, idle: number, waiting: number }
 }
 
 /** Delay before a lost LISTEN connection is re-opened, in ms. */
@@ -78,33 +91,63 @@ function postgresListener (connectionString: string) {
 }
 
 /**
- * Opens PostgreSQL at `databaseUrl`. Connecting is lazy: an unreachable server surfaces as errors
- * on the first query, which the webhook turns into 503.
- * @throws when `databaseUrl` is empty.
+ * A pg pool whose clients survive their connection dropping (server restart or crash, network
+ * cut): pg emits `'error'` on a client whose socket dies, and pg-pool listens only while the client
+ * is idle, so a client checked out by Kysely (mid-query, mid-transaction, between the statements of
+ * a transaction) would raise an uncaught exception and take the process down. Every client gets its
+ * own listener for its whole life; the query in flight still rejects with the error (the webhook
+ * answers 503), and pg-pool discards the dead client on release (`_queryable` is false).
+ */
+export function resilientPool (config: pg.PoolConfig, onError: (err: Error) => void = () => {}): pg.Pool {
+  const pool = new pg.Pool(config)
+  // An idle client losing its connection.
+  pool.on('error', (err) => onError(err))
+  // A client in use losing its connection (and, harmlessly, an idle one too: both listeners run).
+  pool.on('connect', (client) => { client.on('error', (err) => onError(err)) })
+  return pool
+}
+
+function statsOf (pool: pg.Pool): () => { total: number, idle: number, waiting: number } {
+  return () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount })
+}
+
+/**
+ * Opens PostgreSQL at `databaseUrl` with a write pool and a read pool. Connecting is lazy: an unreachable server surfaces as errors on the first query,
+ * which the webhook turns into 503.
  */
 export async function openDatabase (opts: DatabaseOptions): Promise<DatabaseHandle> {
   if (opts.databaseUrl !== '') {
-    const pool = new pg.Pool({
+    const poolConfig = {
       connectionString: opts.databaseUrl,
-      max: opts.poolMax ?? 10,
       connectionTimeoutMillis: opts.connectionTimeoutMs ?? 2000,
       statement_timeout: opts.statementTimeoutMs ?? 5000,
       query_timeout: (opts.statementTimeoutMs ?? 5000) + 1000,
       idleTimeoutMillis: 30_000
-    })
-    // An idle client losing its connection must not crash the process.
-    pool.on('error', () => {})
+    }
+    const poolMax = opts.poolMax ?? 10
+    const pool = resilientPool({ ...poolConfig, max: poolMax, application_name: 'tidings' }, (err) => opts.onConnectionError?.(err, 'write'))
+    // Reads wait for a read connection as long as a statement may run: the read pool is their
+    // queue (webhooks never wait behind it), and a heavy read is limited before it gets here.
+    const readPool = resilientPool({
+      ...poolConfig,
+      max: opts.readPoolMax ?? defaultReadPoolMax(poolMax),
+      connectionTimeoutMillis: Math.max(poolConfig.connectionTimeoutMillis, opts.statementTimeoutMs ?? 5000),
+      application_name: 'tidings-read'
+    }, (err) => opts.onConnectionError?.(err, 'read'))
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+    const readDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: readPool }) })
     let closed = false
     return {
       db,
+      readDb,
       url: opts.databaseUrl,
       listen: postgresListener(opts.databaseUrl),
-      poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+      poolStats: statsOf(pool),
+      readPoolStats: statsOf(readPool),
       close: async () => {
         if (closed) return
         closed = true
-        await db.destroy()
+        await Promise.all([db.destroy(), readDb.destroy()])
       }
     }
   }

@@ -7,6 +7,7 @@
 import type { Transaction } from 'kysely'
 import { PgBoss, fromKysely } from 'pg-boss'
 import type { Database } from '../db/database.ts'
+import { isDatabaseUnavailableError } from '../db/errors.ts'
 
 /** Queue of fallback sends; job data is `FallbackJobData`. */
 export const FALLBACK_QUEUE = 'sms-fallback'
@@ -72,4 +73,29 @@ export function finishedJobRetentionSeconds (config: { retention: { days: number
 /** Enqueues a fallback send inside `trx`: it commits or rolls back with the transaction. */
 export async function enqueueFallback (boss: PgBoss, trx: Transaction<Database>, data: FallbackJobData): Promise<string | null> {
   return await boss.send(FALLBACK_QUEUE, { ...data }, { db: fromKysely(trx) })
+}
+
+/** Between two log lines about the job queue's database being unavailable, in ms. */
+const UNAVAILABLE_LOG_INTERVAL_MS = 30_000
+
+/**
+ * The listener for pg-boss's `error` event. pg-boss reports every failed poll, maintenance run and
+ * lost LISTEN connection there and carries on by itself (its workers poll again, its pool opens new
+ * connections), so an outage is one warning, then one line per 30 s with how many errors it saw;
+ * any other error is logged as it comes.
+ */
+export function jobQueueErrorLogger (log: { warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }): (err: unknown) => void {
+  let lastLog = 0
+  let suppressed = 0
+  return (err) => {
+    if (!isDatabaseUnavailableError(err)) {
+      log.error({ err, component: 'jobs' }, 'job queue error')
+      return
+    }
+    const now = Date.now()
+    if (now - lastLog < UNAVAILABLE_LOG_INTERVAL_MS) { suppressed++; return }
+    log.warn({ err, component: 'jobs', errorsSinceLastLine: suppressed }, 'job queue: database unavailable; it retries by itself')
+    lastLog = now
+    suppressed = 0
+  }
 }

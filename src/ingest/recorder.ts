@@ -61,7 +61,8 @@ export function createRecorder (opts: RecorderOptions): Recorder {
       ? shared
       : {
           onRecorded: async (trx, recorded) => {
-            await shared.onRecorded?.(trx, prepare === undefined ? recorded : await prepare(trx, recorded))
+            const prepared = prepare === undefined ? recorded : await prepare(trx, recorded)
+            await shared.onRecorded?.(trx, prepared)
             await finish?.(trx, recorded)
           }
         }

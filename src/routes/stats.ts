@@ -10,6 +10,7 @@ import { computeStats } from '../db/stats.ts'
 import { twilioErrorMeaning } from '../domain/twilio-error-codes.ts'
 import { AppError } from '../errors.ts'
 import { timeQuery } from './query-time.ts'
+import type { ConcurrencyLimit } from '../http/concurrency-limit.ts'
 import { ErrorBody } from './schemas.ts'
 
 const Nullable = <T extends ReturnType<typeof Type.String | typeof Type.Number>>(t: T) => Type.Union([t, Type.Null()])
@@ -34,7 +35,8 @@ export const StatsBody = Type.Object({
   delivery_time_s: Type.Object({ samples: Type.Integer(), median: Nullable(Type.Number()), p95: Nullable(Type.Number()) })
 })
 
-export const statsRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = async (app, { db }) => {
+/** `limit`: how many stats are computed at once (more wait briefly, then get 503 `overloaded`). */
+export const statsRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database>, limit?: ConcurrencyLimit }> = async (app, { db, limit }) => {
   app.get('/stats', {
     schema: {
       summary: 'Delivery statistics',
@@ -52,7 +54,8 @@ export const statsRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = 
     if (since !== undefined && until !== undefined && since.getTime() >= until.getTime()) {
       throw new AppError('invalid_payload', 'querystring.since must be before querystring.until')
     }
-    const s = await computeStats(db, { since, until, channel: q.channel as Channel | undefined })
+    const filter = { since, until, channel: q.channel as Channel | undefined }
+    const s = limit === undefined ? await computeStats(db, filter) : await limit.run(async () => await computeStats(db, filter))
     return {
       since: since?.toISOString() ?? null,
       until: until?.toISOString() ?? null,

@@ -18,6 +18,7 @@
 import { sql, type Kysely } from 'kysely'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/database.ts'
+import { isDatabaseUnavailableError } from '../db/errors.ts'
 
 /** One event as streamed. */
 export interface StreamEvent {
@@ -57,6 +58,9 @@ export interface EventHubOptions {
 
 /** Rows fetched per query while catching up or fanning out. */
 const PAGE = 500
+/** How long a catch-up read is retried while the database is unavailable, and how often, in ms. */
+const CATCH_UP_RETRY_MS = 30_000
+const CATCH_UP_RETRY_EVERY_MS = 1000
 
 export function matches (filter: StreamFilter, e: StreamEvent): boolean {
   return (filter.channel === undefined || filter.channel === e.channel) && (filter.sid === undefined || filter.sid === e.sid)
@@ -180,7 +184,8 @@ export class EventHub {
       while (cursor < edge) {
         signal?.throwIfAborted()
         if (!this.#subscribers.has(wrapped)) return cancel
-        const page = await readEvents(this.#db, cursor, edge, PAGE, sub.filter)
+        const from: bigint = cursor
+        const page: StreamEvent[] = await this.#retryWhileUnavailable(async () => await readEvents(this.#db, from, edge, PAGE, sub.filter), () => this.#subscribers.has(wrapped) && signal?.aborted !== true)
         signal?.throwIfAborted()
         if (page.length === 0) break
         sub.deliver(page)
@@ -195,6 +200,24 @@ export class EventHub {
     catchingUp = false
     for (const batch of held.splice(0)) wrapped.deliver(batch)
     return cancel
+  }
+
+  /**
+   * `read()`, again every second while the database is unavailable (a restart, a dropped
+   * connection) and `wanted()` holds, for up to `CATCH_UP_RETRY_MS`: a catch-up resumes where it
+   * was, so the client gets every event without reconnecting.
+   */
+  async #retryWhileUnavailable<T> (read: () => Promise<T>, wanted: () => boolean): Promise<T> {
+    const started = Date.now()
+    for (;;) {
+      try {
+        return await read()
+      } catch (err) {
+        if (!isDatabaseUnavailableError(err) || !wanted() || this.#stopped || Date.now() - started > CATCH_UP_RETRY_MS) throw err
+        this.#log.warn({ err }, 'stream: catch-up read failed; retrying')
+        await new Promise((resolve) => setTimeout(resolve, CATCH_UP_RETRY_EVERY_MS))
+      }
+    }
   }
 
   /** Asks for a read soon (debounced by the running read). */

@@ -68,7 +68,7 @@ export async function buildTestApp (t: TapLike, env: Record<string, string | und
   const checkContract = contractChecker(t)
   const { db, url, handle } = await createTestDatabase(t)
   const config = loadConfig(testEnv(env))
-  const app = await buildApp(config, { db, listen: handle.listen, poolStats: handle.poolStats })
+  const app = await buildApp(config, { db, readDb: handle.readDb, listen: handle.listen, poolStats: handle.poolStats, readPoolStats: handle.readPoolStats })
   checkContract(app)
   t.teardown(async () => { await app.close() })
   return { app, db, config, url }
