@@ -42,14 +42,15 @@ const proxy = await startCutProxy(url)
 t.teardown(async () => { await proxy.close() })
 const proxied = proxiedDatabase(proxy.url)
 t.teardown(async () => { await proxied.close() })
-const config = loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '250' }))
+// Short enough to keep 200 schedules quick, long enough that a loaded machine still gets answers.
+const config = loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '600' }))
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger
 const deps: FallbackWorkerDeps = {
   db: proxied.db,
   recorder: createRecorder({ db: proxied.db, maxBatch: 1, concurrency: 1 }),
   twilio: twilioClientsOf(config),
   statusCallbackUrl: `${config.publicBaseUrl}/webhooks/twilio/status`,
-  leaseMs: 1200,
+  leaseMs: 2000,
   log
 }
 // The recording hook as the app builds it; the "queue" is the driving loops below.
@@ -96,7 +97,7 @@ interface Schedule {
 const behaviour = fc.oneof(
   fc.constant<CreateBehaviour>({ kind: 'ok' }),
   fc.integer({ min: 0, max: 200 }).map((delayMs): CreateBehaviour => ({ kind: 'slow', delayMs })),
-  fc.constant<CreateBehaviour>({ kind: 'slow', delayMs: 600 }),
+  fc.constant<CreateBehaviour>({ kind: 'slow', delayMs: 900 }),
   fc.constant<CreateBehaviour>({ kind: 'accept_then_drop' }),
   fc.constantFrom<CreateBehaviour>({ kind: 'http', status: 500 }, { kind: 'http', status: 503 }, { kind: 'http', status: 429 })
 )
@@ -112,7 +113,7 @@ async function run (s: Schedule): Promise<{ to: string, sid: string, row: Fallba
   const to = randomNumber()
   const sid = await storeWhatsAppMessage(db, { to, body: TEXT, fallback: s.optOut !== 'before' })
   fake.answerNextSendsTo(to, ...s.creates)
-  const deadline = Date.now() + 60_000
+  const deadline = Date.now() + 120_000
   await recordFailure(sid, to)
   const side: Array<Promise<unknown>> = []
   if (s.cutAfterMs !== null) side.push(sleep(s.cutAfterMs).then(async () => { await proxy.refuse(100) }))
@@ -174,7 +175,7 @@ t.test('fallback: the database connection cut at every statement of an attempt i
 
 t.test('POST /v1/messages with an Idempotency-Key: the database connection cut at every statement in turn: one message at Twilio per key, the one answered', async (t) => {
   const checkContract = contractChecker(t)
-  const app = await buildApp(loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '250' })), { db: proxied.db })
+  const app = await buildApp(loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '600' })), { db: proxied.db })
   checkContract(app)
   t.teardown(async () => { await app.close() })
   const post = async (to: string, key: string) => await app.inject({ method: 'POST', url: '/v1/messages', headers: { authorization: `Bearer ${API_KEY}`, 'idempotency-key': key }, payload: { to, from: SMS_FROM, body: TEXT } })
