@@ -7,7 +7,7 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOST
 // shutdown, statement timeout 57014); 40001/40P01: serialisation failure, deadlock (retryable).
 const SQLSTATE_PREFIXES = ['08', '53', '57', '58']
 const SQLSTATE_CODES = new Set(['40001', '40P01'])
-const MESSAGES = [/timeout exceeded when trying to connect/i, /connection terminated/i, /query read timeout/i, /Connection terminated unexpectedly/i, /PGlite is closed/i]
+const MESSAGES = [/timeout exceeded when trying to connect/i, /connection terminated/i, /query read timeout/i, /Connection terminated unexpectedly/i]
 
 /** True when `err` says the database is unreachable, overloaded or timed out. */
 export function isDatabaseUnavailableError (err: unknown): boolean {
