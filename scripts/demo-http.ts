@@ -45,6 +45,16 @@ export async function request<T = any> (url: string, init: RequestInit = {}): Pr
   }
 }
 
+/** Prints one of Tidings' JSON log lines as one indented sentence: the demo shows no raw JSON. */
+export function printLogLine (line: string): void {
+  try {
+    const entry = JSON.parse(line) as { msg?: string, err?: { message?: string } }
+    console.log(`  ! Tidings logged: ${entry.msg ?? ''}${entry.err?.message === undefined ? '' : ` (${entry.err.message.split('\n')[0]})`}`)
+  } catch {
+    console.log(`  ! ${line.trim()}`)
+  }
+}
+
 /** A part's heading, preceded by a blank line. */
 export function heading (title: string): string {
   return `\n== ${title}`

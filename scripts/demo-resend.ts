@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Webhook } from 'svix'
-import { ARROW, heading, request } from './demo-http.ts'
+import { ARROW, heading, printLogLine, request } from './demo-http.ts'
 
 export interface ResendDemoOptions {
   /** Where Tidings listens, e.g. `http://127.0.0.1:3000`. */
@@ -150,8 +150,8 @@ async function main (): Promise<void> {
     RESEND_WEBHOOK_SECRET: secret
   })
   const postgres = await startEmbeddedPostgres(dataDir)
-  const database = await openDatabase({ databaseUrl: postgres.url })
-  const app = await buildApp(config, { db: database.db })
+  const database = await openDatabase({ databaseUrl: postgres.url, connectionTimeoutMs: 30_000, statementTimeoutMs: 30_000 })
+  const app = await buildApp(config, { db: database.db, logStream: { write: printLogLine } })
   try {
     await migrateToLatest(database.db)
     const address = await app.listen({ port: 0, host: '127.0.0.1' })

@@ -20,7 +20,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded-postgres.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
 import { jobQueueConnectionOf } from '../src/fallback/queue.ts'
 import { startFakeTwilio } from '../test/fakes/fake-twilio.ts'
-import { ARROW, heading, request } from './demo-http.ts'
+import { ARROW, heading, printLogLine, request } from './demo-http.ts'
 import { replayResendStream } from './demo-resend.ts'
 
 const ACCOUNT_SID = 'AC' + 'd'.repeat(32)
@@ -110,11 +110,12 @@ const config = loadConfig({
   RESEND_WEBHOOK_SECRET: RESEND_SECRET
 })
 const postgres = await startEmbeddedPostgres(dataDir)
-const database = await openDatabase({ databaseUrl: postgres.url })
+// Patient pool: on a busy machine a connection can take seconds, which is no reason to refuse.
+const database = await openDatabase({ databaseUrl: postgres.url, connectionTimeoutMs: 30_000, statementTimeoutMs: 30_000 })
 let failures = 0
 try {
   await migrateToLatest(database.db)
-  const app = await buildApp(config, { db: database.db, jobQueue: jobQueueConnectionOf(database) })
+  const app = await buildApp(config, { db: database.db, jobQueue: jobQueueConnectionOf(database), logStream: { write: printLogLine } })
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
   const auth = { authorization: `Bearer ${API_KEY}` }
   const post = async (params: Record<string, string>): Promise<string> => (await request(address + STATUS_PATH, {

@@ -7,7 +7,7 @@ t.test('loadConfig applies defaults', async (t) => {
   t.equal(config.port, 3000)
   t.equal(config.host, '0.0.0.0')
   t.equal(config.logLevel, 'info')
-  t.equal(config.databaseUrl, undefined, 'no DATABASE_URL: embedded PGlite')
+  t.equal(config.databaseUrl, undefined, 'no DATABASE_URL: the embedded PostgreSQL')
   t.equal(config.dataDir, './data')
   t.equal(config.publicBaseUrl, 'http://localhost:3000')
   t.equal(config.migrateOnStart, true)

@@ -5,7 +5,7 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
-import { request } from '../scripts/demo-http.ts'
+import { printLogLine, request } from '../scripts/demo-http.ts'
 
 async function serve (t: Test, answers: Array<{ status: number, headers?: Record<string, string>, body: string }>): Promise<{ url: string, hits: () => number }> {
   let hits = 0
@@ -38,4 +38,16 @@ t.test('request reports an error answer, JSON or not, without throwing', async (
   t.equal(answer.summary, '500')
   const json = await serve(t, [{ status: 404, body: '{"code":"message_not_found","message":"No message SMx"}' }])
   t.match(await request(json.url), { status: 404, summary: '404 message_not_found', body: { message: 'No message SMx' } })
+})
+
+t.test('printLogLine turns a JSON log line into one sentence', async (t) => {
+  const printed: string[] = []
+  const log = console.log
+  console.log = (line: string) => { printed.push(line) }
+  try {
+    printLogLine('{"level":50,"msg":"could not record Twilio callback","err":{"message":"Connection terminated\\n  at x"}}\n')
+  } finally {
+    console.log = log
+  }
+  t.same(printed, ['  ! Tidings logged: could not record Twilio callback (Connection terminated)'])
 })

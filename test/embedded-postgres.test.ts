@@ -13,6 +13,9 @@ import twilio from 'twilio'
 import { ACCOUNT_SID, API_KEY, AUTH_TOKEN, STATUS_PATH, formBody, messageSid, smsCallback } from './helpers/app.ts'
 import { startServer } from './helpers/process.ts'
 
+// Five server starts (initdb, restarts) and a migrate: minutes on a loaded machine, not a hang.
+t.setTimeout(600_000)
+
 const MIGRATE = fileURLToPath(new URL('../scripts/migrate.ts', import.meta.url))
 
 function postmasterPid (dataDir: string): number | undefined {

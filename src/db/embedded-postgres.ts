@@ -65,11 +65,14 @@ export async function startEmbeddedPostgres (dataDir: string, opts: EmbeddedPost
   if (ids !== undefined) reachableBy(root)
   let how: EmbeddedPostgres['how'] = 'restarted'
   let state = readState(root)
-  if (!existsSync(path.join(directory, 'PG_VERSION')) || state === undefined) {
+  if (!existsSync(path.join(directory, 'PG_VERSION'))) {
     how = 'started'
+    // Only what a failed initdb left behind: a cluster always has PG_VERSION.
     rmSync(directory, { recursive: true, force: true })
     state = { password: randomBytes(18).toString('base64url') }
     initdb(binaries.initdb, directory, state.password, ids)
+  } else if (state === undefined) {
+    throw new Error(`${directory} holds a PostgreSQL cluster but ${path.join(root, STATE_FILE)} (its password) is missing or unreadable: restore it, or move the folder away to start with an empty database`)
   }
   writeState(root, { ...state, owner: process.pid })
 
@@ -237,7 +240,7 @@ function initdb (bin: string, directory: string, password: string, ids: { uid: n
     })
   } catch (err) {
     const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim()
-    const hint = ids !== undefined && /permission denied/i.test(stderr ?? '') ? ' (as root, PostgreSQL runs as the "postgres" user, which must be able to reach DATA_DIR and node_modules)' : ''
+    const hint = ids !== undefined && /permission denied|EACCES/i.test(`${stderr ?? ''} ${String(err)}`) ? ' (as root, PostgreSQL runs as the "postgres" user, which must be able to reach DATA_DIR and node_modules)' : ''
     throw new Error(`initdb failed in ${directory}${hint}: ${stderr ?? String(err)}`)
   } finally {
     rmSync(pwfile, { force: true })

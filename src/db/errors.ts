@@ -8,7 +8,7 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOST
 const SQLSTATE_PREFIXES = ['08', '53', '57', '58']
 // 40001/40P01: serialisation failure, deadlock: the transaction lost a race and may be retried.
 const TRANSIENT_CODES = new Set(['40001', '40P01'])
-const MESSAGES = [/timeout exceeded when trying to connect/i, /connection terminated/i, /query read timeout/i, /Connection terminated unexpectedly/i, /PGlite is closed/i,
+const MESSAGES = [/timeout exceeded when trying to connect/i, /connection terminated/i, /query read timeout/i, /Connection terminated unexpectedly/i,
   // pg, on a client whose connection died (e.g. Kysely's ROLLBACK after a cut mid-transaction).
   /encountered a connection error and is not queryable/i]
 

@@ -12,8 +12,8 @@
  * (A snapshot's xmax is not enough: it is "latest completed + 1", and a running transaction can
  * hold a higher xid.) One query per wake-up serves every subscriber.
  *
- * Wake-ups: a NOTIFY from the `message_events` trigger (PostgreSQL LISTEN, or PGlite's own
- * notifications), and a poll as a safety net.
+ * Wake-ups: a NOTIFY from the `message_events` trigger (PostgreSQL LISTEN), and a poll as a
+ * safety net.
  */
 import { sql, type Kysely } from 'kysely'
 import type { FastifyBaseLogger } from 'fastify'

@@ -32,7 +32,7 @@ export function testEnv (overrides: Record<string, string | undefined> = {}): Re
     TWILIO_AUTH_TOKENS: `${ACCOUNT_SID}:${SECOND_TOKEN},${SUB_ACCOUNT_SID}:${SUB_ACCOUNT_TOKEN}`,
     API_KEYS: `billing:${API_KEY},crm:${OTHER_API_KEY}`,
     RESEND_WEBHOOK_SECRET: RESEND_SECRET,
-    // Load shedding watches this process's event loop, which also runs tap, PGlite's WASM and
+    // Load shedding watches this process's event loop, which also runs tap, fake providers and
     // other servers here: off, except in the tests about it (test/operations.test.ts).
     MAX_EVENT_LOOP_DELAY_MS: '0',
     ...overrides

@@ -77,7 +77,7 @@ export async function startServer (env: Record<string, string | undefined>, time
     }
   })
   // Ready means /health answers 200, as a load balancer would require: right after a blocking
-  // start-up (PGlite's WASM, pg-boss) load shedding can answer 503 for a sample interval.
+  // start-up (module loading, pg-boss) load shedding can answer 503 for a sample interval.
   const readyBy = Date.now() + timeoutMs
   while (Date.now() < readyBy && child.exitCode === null) {
     const status = await fetch(`${address}/health`).then((r) => r.status, () => 0)
