@@ -62,7 +62,7 @@ const logStream = new Writable({
     cb()
   }
 })
-const app = await buildApp(loadConfig(testEnv({ LOG_LEVEL: 'info', TWILIO_API_BASE_URL: fakeTwilio.url, STREAMS_PER_KEY: '1000' })), { db, logStream })
+const app = await buildApp(loadConfig(testEnv({ LOG_LEVEL: 'info', TWILIO_API_BASE_URL: fakeTwilio.url, STREAMS_PER_KEY: '1000', RATE_LIMIT_PER_MINUTE: '1000000000' })), { db, logStream })
 t.teardown(async () => { await app.close() })
 await app.ready()
 
