@@ -12,6 +12,7 @@
  * before every create, fenced by the claim's generation; only errors of the Twilio HTTP calls are
  * classified as Twilio's answer, and any failure after the create returned is "maybe sent".
  */
+import { TwilioCallError, viaTwilio } from '../providers/twilio-call.ts'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { Database, FallbackRow } from '../db/database.ts'
@@ -73,22 +74,6 @@ async function recordSent (deps: FallbackWorkerDeps, f: FallbackRow, generation:
   // next attempt, which finds this SMS at Twilio and adopts it.
   await deps.recorder.record([twilioMessageToEvent(m, source)])
   await linkSentFallback(deps.db, f, m.sid, text, generation)
-}
-
-/** An error thrown by a Twilio HTTP call (and only those are read as Twilio's answer). */
-class TwilioCallError extends Error {
-  constructor (cause: unknown) {
-    super(cause instanceof Error ? cause.message : String(cause), { cause })
-    this.name = 'TwilioCallError'
-  }
-}
-
-async function viaTwilio<T> (call: () => Promise<T>): Promise<T> {
-  try {
-    return await call()
-  } catch (err) {
-    throw new TwilioCallError(err)
-  }
 }
 
 /**

@@ -16,6 +16,7 @@
  *   message may have been sent: retry with the same `Idempotency-Key` and Tidings looks for it at
  *   Twilio before sending again.
  */
+import { TwilioCallError, viaTwilio } from '../providers/twilio-call.ts'
 import { createHash } from 'node:crypto'
 import type { Kysely, Transaction } from 'kysely'
 import twilio from 'twilio'
@@ -152,22 +153,6 @@ function failureOf (err: unknown): { error: AppError, maybeSent: boolean, final:
     }
   }
   throw err
-}
-
-/** An error thrown by a Twilio HTTP call (only those are read as Twilio's answer). */
-class TwilioCallError extends Error {
-  constructor (cause: unknown) {
-    super(cause instanceof Error ? cause.message : String(cause), { cause })
-    this.name = 'TwilioCallError'
-  }
-}
-
-async function viaTwilio<T> (call: () => Promise<T>): Promise<T> {
-  try {
-    return await call()
-  } catch (err) {
-    throw new TwilioCallError(err)
-  }
 }
 
 const inProgress = (cause?: unknown): AppError =>
