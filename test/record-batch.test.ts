@@ -4,7 +4,7 @@ import t from 'tap'
 import type { Database } from '../src/db/database.ts'
 import { twilioCallbackToEvent } from '../src/domain/twilio-callback.ts'
 import { AppError } from '../src/errors.ts'
-import { recordEvents, type IncomingEvent, type RecordedEvent } from '../src/ingest/record-events.ts'
+import { recordBatch, recordEvents, type IncomingEvent, type RecordedEvent } from '../src/ingest/record-events.ts'
 import { createRecorder, recordingFailure } from '../src/ingest/recorder.ts'
 import { ACCOUNT_SID, SUB_ACCOUNT_SID, SUB_ACCOUNT_TOKEN, buildTestApp, messageSid, postCallback, smsCallback } from './helpers/app.ts'
 import { createTestDatabase } from './helpers/database.ts'
@@ -29,6 +29,25 @@ t.test('recordEvents records a batch in a constant number of statements', async 
   const mixed = await count([event(sid, 'sent'), event(sid, 'delivered'), event(sid, 'sent'), event(messageSid(), 'queued')])
   t.equal(many, one, `200 events take as many statements as 1 (${one}: BEGIN, upsert, insert, update, COMMIT)`)
   t.equal(mixed, one, 'so do several events of one message and a duplicate inside the batch')
+})
+
+t.test('recording a batch reads messages by index, never by scanning the table', async (t) => {
+  // The status update once joined jsonb_to_recordset (which the planner guesses at 100 rows) to
+  // `messages` with a hash join over a sequential scan: on a table of a few thousand rows that was
+  // most of the database's CPU per batch (docs/performance.md), and it grew with the table.
+  const { db } = await createTestDatabase(t)
+  await sql`insert into messages (sid, provider, channel, status, status_rank)
+    select 'SM' || md5(g::text), 'twilio', 'sms', 'sent', 2 from generate_series(1, 2000) g`.execute(db)
+  await sql`analyze messages`.execute(db)
+  const known = (await db.selectFrom('messages').select('sid').limit(3).execute()).map((r) => r.sid)
+  const scans = await db.transaction().execute(async (trx) => {
+    const seqScans = async (): Promise<number> => Number((await sql<{ n: string }>`
+      select coalesce(seq_scan, 0)::text as n from pg_stat_xact_user_tables where relname = 'messages'`.execute(trx)).rows[0]?.n ?? 0)
+    const before = await seqScans()
+    await recordBatch(trx, [...known.map((sid) => event(sid, 'delivered')), event(messageSid(), 'sent'), event(known[0], 'read')])
+    return await seqScans() - before
+  })
+  t.equal(scans, 0, 'no sequential scan of messages while recording a batch of existing and new messages')
 })
 
 t.test('recordEvents folds several events of one message in one batch, in order, and reports each', async (t) => {
