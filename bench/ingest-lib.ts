@@ -314,10 +314,20 @@ export async function startBenchServer (databaseUrl: string, token: string, env:
     // The service as users run it: info logs (to /dev/null here), load shedding on.
     LOG_LEVEL: 'info',
     MAX_EVENT_LOOP_DELAY_MS: '200',
-    // e.g. BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the server.
-    NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS,
+    // The V8 flags `npm start` gives the server, plus e.g.
+    // BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it.
+    NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim(),
     ...env
   }, 60_000)
+}
+
+/**
+ * The V8 flags (`--max-…`) of package.json's `start` script, so the bench runs the server as
+ * `npm start` does (today `--max-semi-space-size=8`: docs/performance.md, Memory).
+ */
+export function startScriptV8Flags (): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
+  return pkg.scripts.start.split(/\s+/).filter((arg) => /^--max-[a-z-]+=\d+$/.test(arg))
 }
 
 /**
