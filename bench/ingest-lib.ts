@@ -304,7 +304,7 @@ export async function freshDatabase (baseUrl: string): Promise<{ url: string, dr
 }
 
 /** Starts the real server (`node src/server.ts`) on `databaseUrl` for the bench account. */
-export async function startBenchServer (databaseUrl: string, token: string, env: Record<string, string | undefined> = {}): Promise<ServerProcess> {
+export async function startBenchServer (databaseUrl: string, token: string, env: Record<string, string | undefined> = {}, entry?: string): Promise<ServerProcess> {
   return await startServer({
     DATABASE_URL: databaseUrl,
     PUBLIC_BASE_URL: BENCH_PUBLIC_URL,
@@ -318,7 +318,7 @@ export async function startBenchServer (databaseUrl: string, token: string, env:
     // BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it.
     NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim(),
     ...env
-  }, 60_000)
+  }, 60_000, entry)
 }
 
 /**

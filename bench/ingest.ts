@@ -8,12 +8,16 @@
  *
  * Options: --runs N (3), --messages N (20000), --connections 8,32, --preload N events (1000000; 0
  * skips the full-table scenario), --baseline (on; --no-baseline skips the WEBHOOK_BATCH_MAX=1 run),
- * --env KEY=VALUE (repeatable; server configuration for every scenario). The server's Node options:
+ * --env KEY=VALUE (repeatable; server configuration for every scenario), --before <server.ts of
+ * another checkout> (the same stream against an older tree's server, e.g. main before a change,
+ * in the same run: `git worktree add /tmp/before <commit> && (cd /tmp/before && npm ci)`,
+ * then `--before /tmp/before/src/server.ts`). The server's Node options:
  * BENCH_SERVER_NODE_OPTIONS (e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof').
  * The database server is TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
  * Results go to docs/performance.md by hand, with the machine they ran on.
  */
 import { randomBytes } from 'node:crypto'
+import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildStream, checkDatabase, freshDatabase, preload, REALISTIC, replay, startBenchServer, type Check, type RunResult } from './ingest-lib.ts'
 
@@ -25,7 +29,8 @@ const { values } = parseArgs({
     preload: { type: 'string', default: '1000000' },
     baseline: { type: 'boolean', default: true },
     'no-baseline': { type: 'boolean', default: false },
-    env: { type: 'string', multiple: true, default: [] }
+    env: { type: 'string', multiple: true, default: [] },
+    before: { type: 'string' }
   }
 })
 const base = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
@@ -43,9 +48,9 @@ console.log(`stream: ${stream.length} signed callbacks for ${values.messages} me
 type Row = RunResult & Check & { run: number }
 const rows: Row[] = []
 
-async function scenario (run: number, label: string, connections: number, env: Record<string, string> = {}, preloaded = 0): Promise<void> {
+async function scenario (run: number, label: string, connections: number, env: Record<string, string> = {}, preloaded = 0, entry?: string): Promise<void> {
   const db = await freshDatabase(base)
-  const server = await startBenchServer(db.url, token, { ...serverEnv, ...env })
+  const server = await startBenchServer(db.url, token, { ...serverEnv, ...env }, entry)
   try {
     if (preloaded > 0) {
       const t0 = Date.now()
@@ -66,6 +71,7 @@ for (let run = 1; run <= runs; run++) {
   for (const c of connectionList) await scenario(run, 'group commit (default)', c)
   if (baseline) await scenario(run, 'group commit off (WEBHOOK_BATCH_MAX=1)', Math.max(...connectionList), { WEBHOOK_BATCH_MAX: '1' })
   if (preloadEvents > 0) await scenario(run, `${preloadEvents} events stored first`, Math.max(...connectionList), {}, preloadEvents)
+  if (values.before !== undefined) await scenario(run, `before: ${values.before}`, Math.max(...connectionList), {}, 0, path.resolve(values.before))
 }
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] }
