@@ -146,7 +146,8 @@ export interface RunResult {
   statusCodes: Record<string, number>
 }
 
-function cpuTicks (pid: number): number {
+/** CPU time the process `pid` has used so far, in clock ticks (10 ms). */
+export function cpuTicks (pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
   return Number(fields[11]) + Number(fields[12]) // utime + stime (fields 14, 15), clock ticks
 }
@@ -170,7 +171,8 @@ async function backendTicks (url: string): Promise<Map<number, number> | null> {
   }
 }
 
-function rssMiB (pid: number): number {
+/** Resident memory of the process `pid` now, MiB. */
+export function rssMiB (pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
 }
 

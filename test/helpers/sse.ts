@@ -9,6 +9,8 @@ export interface SseClient {
   /** Resolves once `n` events have arrived (rejects after `timeoutMs`). */
   waitFor: (n: number, timeoutMs?: number) => Promise<SseEvent[]>
   close: () => void
+  /** Resolves when the stream ends: closed by the server, failed, or `close()`d. */
+  ended: Promise<void>
 }
 
 export async function openStream (url: string, headers: Record<string, string>): Promise<SseClient> {
@@ -21,7 +23,7 @@ export async function openStream (url: string, headers: Record<string, string>):
   const decoder = new TextDecoder()
   let buffer = ''
   const reader = res.body.getReader()
-  ;(async () => {
+  const ended = (async () => {
     try {
       for (;;) {
         const { value, done } = await reader.read()
@@ -54,6 +56,7 @@ export async function openStream (url: string, headers: Record<string, string>):
       waiters.push(check)
       check()
     }),
-    close: () => controller.abort()
+    close: () => controller.abort(),
+    ended
   }
 }
