@@ -22,6 +22,8 @@ import { apiKeyAuth } from './plugins/api-key-auth.ts'
 import rateLimit from '@fastify/rate-limit'
 import { loadShedding } from './plugins/load-shedding.ts'
 import { metricsRoutes } from './routes/metrics.ts'
+import { createWebhooksOut } from './delivery/service.ts'
+import { subscriptionRoutes } from './routes/subscriptions.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
 import { EventBatcher } from './ingest/batcher.ts'
@@ -142,6 +144,12 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   app.addHook('onReady', async () => { await hub.start() })
   // Before the server stops accepting: end open streams, or close would wait for them.
   app.addHook('preClose', async () => { await hub.stop() })
+  // Outbound status webhooks (docs/webhooks-out.md): on when WEBHOOK_SECRETS_KEY is set.
+  const webhooksOut = config.webhooksOut.secretsKeys.length === 0 ? undefined : createWebhooksOut({ config: config.webhooksOut, db: deps.db, log: app.log, metrics, listen })
+  if (webhooksOut !== undefined) {
+    app.addHook('onReady', async () => { await webhooksOut.start() })
+    app.addHook('preClose', async () => { await webhooksOut.stop() })
+  }
 
   await app.register(async (v1) => {
     await v1.register(apiKeyAuth, { keys: config.apiKeys })
@@ -166,6 +174,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     })
     await v1.register(statsRoutes, { db: deps.db })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes })
+    if (webhooksOut !== undefined) await v1.register(subscriptionRoutes, { db: deps.db, config: config.webhooksOut })
   }, { prefix: '/v1' })
 
   return app

@@ -4,11 +4,13 @@
  */
 export const ERROR_STATUS = {
   invalid_payload: 400,
+  invalid_webhook_url: 400,
   unauthorized: 401,
   invalid_signature: 403,
   unknown_account: 403,
   message_not_found: 404,
   not_found: 404,
+  subscription_not_found: 404,
   idempotency_in_progress: 409,
   registration_conflict: 409,
   payload_too_large: 413,

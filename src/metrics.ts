@@ -4,11 +4,12 @@
 import { sql, type Kysely } from 'kysely'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Database } from './db/database.ts'
+import { createDeliveryMetrics, type DeliveryMetrics } from './delivery/metrics.ts'
 
 /** Webhook outcomes, as counted in `tidings_webhooks_total{provider,outcome}`. */
 export type WebhookOutcome = 'accepted' | 'duplicate' | 'invalid_signature' | 'unknown_account' | 'invalid_payload' | 'unavailable' | 'ignored'
 
-export interface Metrics {
+export interface Metrics extends DeliveryMetrics {
   registry: Registry
   webhooks: Counter<'provider' | 'outcome'>
   events: Counter<'channel' | 'status'>
@@ -102,6 +103,8 @@ export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database
     }))
   }
   return {
+    // Outbound status webhooks (src/delivery/metrics.ts).
+    ...createDeliveryMetrics(registry, db),
     httpDuration: new Histogram({
       name: 'tidings_http_request_duration_seconds',
       help: 'HTTP request latency by method, route and status code',
