@@ -174,7 +174,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     })
     await v1.register(statsRoutes, { db: deps.db })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes })
-    if (webhooksOut !== undefined) await v1.register(subscriptionRoutes, { db: deps.db, config: config.webhooksOut })
+    await v1.register(subscriptionRoutes, { db: deps.db, config: config.webhooksOut })
   }, { prefix: '/v1' })
 
   return app

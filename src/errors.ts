@@ -22,7 +22,8 @@ export const ERROR_STATUS = {
   twilio_rate_limited: 503,
   database_unavailable: 503,
   overloaded: 503,
-  internal_error: 500
+  internal_error: 500,
+  webhooks_not_configured: 501
 } as const
 
 export type ErrorCode = keyof typeof ERROR_STATUS

@@ -2,10 +2,13 @@
  * When a failed delivery is tried again: the schedule (Svix's by default: immediately, 5 s, 5 min,
  * 30 min, 2 h, 5 h, 10 h, 10 h; `WEBHOOK_RETRY_SCHEDULE`) with up to 20 % jitter so a consumer that
  * comes back is not hit by every retry at once, and a receiver's `Retry-After` (429/503) honoured
- * when it asks for longer, up to the schedule's longest delay.
+ * when it asks for longer, up to a day.
  * https://docs.svix.com/retries
  */
 import type { AttemptResult } from './http-client.ts'
+
+/** The longest `Retry-After` honoured: a receiver cannot park a delivery for longer. */
+const MAX_RETRY_AFTER_MS = 86_400_000
 
 /** What follows an attempt. */
 export type AttemptOutcome =
@@ -24,6 +27,6 @@ export function outcomeOf (result: AttemptResult, attempt: number, scheduleMs: r
   // 410 Gone: the endpoint says it will never take deliveries again (the subscription is disabled).
   if (result.statusCode === 410 || attempt >= scheduleMs.length) return { state: 'failed' }
   const scheduled = scheduleMs[attempt] * (1 + 0.2 * random)
-  const asked = result.retryAfterS === null ? 0 : Math.min(result.retryAfterS * 1000, Math.max(...scheduleMs))
+  const asked = result.retryAfterS === null ? 0 : Math.min(result.retryAfterS * 1000, MAX_RETRY_AFTER_MS)
   return { state: 'pending', delayMs: Math.round(Math.max(scheduled, asked)) }
 }

@@ -1,9 +1,11 @@
 /**
  * Outbound status webhooks API (docs/webhooks-out.md): `/v1/subscriptions` and their deliveries.
  * A subscription belongs to the API key that created it; for any other key it does not exist (404).
- * The signing secret is returned once, on creation and on rotation, and never logged.
+ * The signing secret is returned once, on creation and on rotation, and never logged. Without
+ * `WEBHOOK_SECRETS_KEY` nothing can be created (501 `webhooks_not_configured`) and nothing is sent.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import type { WebhooksOutConfig } from '../config/webhooks-out.ts'
@@ -104,7 +106,10 @@ function notFound (id: string): AppError {
 }
 
 export const subscriptionRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<any>, config: WebhooksOutConfig }> = async (app, { db, config }) => {
-  const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 503: ErrorBody }
+  const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 501: ErrorBody, 503: ErrorBody }
+  const requireKey = (): void => {
+    if (config.secretsKeys.length === 0) throw new AppError('webhooks_not_configured', 'Outbound webhooks are off on this deployment: an operator must set WEBHOOK_SECRETS_KEY')
+  }
   const owner = (request: { apiKeyName?: string }): string => request.apiKeyName ?? ''
   const checkUrl = (url: string | undefined): void => {
     const problem = url === undefined ? null : urlProblem(config, url)
@@ -118,6 +123,7 @@ export const subscriptionRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<any>, co
       response: { 201: Type.Composite([Subscription, Type.Object({ secret: Type.String({ description: 'whsec_…, shown once' }) })]), ...errors }
     }
   }, async (request, reply) => {
+    requireKey()
     checkUrl(request.body.url)
     const { subscription, secret } = await createSubscription(db, config.secretsKeys, owner(request), request.body)
     request.log.info({ subscription: subscription.id }, 'webhook subscription created')
@@ -146,10 +152,11 @@ export const subscriptionRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<any>, co
   })
 
   app.delete('/subscriptions/:id', {
-    schema: { summary: 'Delete a subscription and its deliveries', params: IdParams, response: { 204: Type.Null(), ...errors } }
+    schema: { summary: 'Delete a subscription and its deliveries', params: IdParams, response: errors }
   }, async (request, reply) => {
     if (!await deleteSubscription(db, owner(request), request.params.id)) throw notFound(request.params.id)
-    return await reply.code(204).send(null)
+    // No body at all (the typed reply would serialise `null` as JSON).
+    return await (reply as FastifyReply).code(204).send()
   })
 
   app.post('/subscriptions/:id/rotate-secret', {
@@ -160,6 +167,7 @@ export const subscriptionRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<any>, co
       response: { 200: Type.Object({ secret: Type.String(), previous_secret_expires_at: Type.Union([DateTime, Type.Null()]) }), ...errors }
     }
   }, async (request) => {
+    requireKey()
     const overlapMs = request.body?.overlap_seconds === undefined ? config.secretOverlapMs : request.body.overlap_seconds * 1000
     const r = await rotateSecret(db, config.secretsKeys, owner(request), request.params.id, overlapMs)
     if (r === undefined) throw notFound(request.params.id)
