@@ -18,7 +18,7 @@ export interface ReceivedWebhook {
   at: number
 }
 
-export type Respond = (req: ReceivedWebhook, n: number) => { status: number, headers?: Record<string, string> } | 'hang'
+export type Respond = (req: ReceivedWebhook, n: number) => { status: number, headers?: Record<string, string>, delayMs?: number } | 'hang'
 
 export interface WebhookReceiver {
   url: string
@@ -74,8 +74,9 @@ export async function startReceiver (respond: Respond = () => ({ status: 204 }))
       const answer = receiver.respond(entry, received.length)
       for (const w of [...waiters]) w()
       if (answer === 'hang') { hanging.add(res); return }
-      res.writeHead(answer.status, answer.headers ?? {})
-      res.end()
+      const send = (): void => { if (!res.destroyed) { res.writeHead(answer.status, answer.headers ?? {}); res.end() } }
+      if (answer.delayMs === undefined) send()
+      else { hanging.add(res); setTimeout(() => { hanging.delete(res); send() }, answer.delayMs) }
     })
   })
   server.keepAliveTimeout = 1000
