@@ -18,6 +18,7 @@ import { migrateToLatest } from '../src/db/migrate.ts'
 import { jobQueueConnectionOf } from '../src/fallback/queue.ts'
 import { startFakeTwilio } from '../test/fakes/fake-twilio.ts'
 import { replayResendStream } from './demo-resend.ts'
+import { startWebhooksDemo, webhooksDemoEnv } from './demo-webhooks-out.ts'
 
 const ACCOUNT_SID = 'AC' + 'd'.repeat(32)
 const AUTH_TOKEN = 'demo_auth_token_' + randomBytes(8).toString('hex')
@@ -99,7 +100,8 @@ const config = loadConfig({
   TWILIO_ACCOUNT_SID: ACCOUNT_SID,
   TWILIO_AUTH_TOKEN: AUTH_TOKEN,
   API_KEYS: `demo:${API_KEY}`,
-  RESEND_WEBHOOK_SECRET: RESEND_SECRET
+  RESEND_WEBHOOK_SECRET: RESEND_SECRET,
+  ...webhooksDemoEnv()
 })
 const database = await openDatabase({ databaseUrl: undefined, dataDir })
 let failures = 0
@@ -109,6 +111,7 @@ try {
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
   console.log(`Tidings is running on embedded PGlite (${dataDir}) at ${address}`)
   console.log(`A FAKE Twilio REST API (a stand-in, not Twilio) listens at ${fake.url}; Tidings sends SMS fallbacks to it\n`)
+  const webhooksOut = await startWebhooksDemo(address, API_KEY)
   console.log('Replaying Twilio status callbacks, each signed like Twilio signs them:')
   for (const step of stream) {
     const res = await fetch(address + STATUS_PATH, {
@@ -173,6 +176,7 @@ try {
     failures++
     console.log('  ✘ the Resend stream did not end as expected')
   }
+  failures += await webhooksOut.report((line) => console.log(line))
   await app.close()
 } finally {
   await database.close()

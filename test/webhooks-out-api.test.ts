@@ -12,7 +12,9 @@ const auth = (key = API_KEY): Record<string, string> => ({ authorization: `Beare
 t.test('/v1/subscriptions: create, read, change, delete; the secret is shown once and stored encrypted', async (t) => {
   const { app, db } = await buildTestApp(t, webhooksEnv({ WEBHOOK_ALLOWED_TARGETS: undefined }))
   const created = await app.inject({
-    method: 'POST', url: '/v1/subscriptions', headers: auth(),
+    method: 'POST',
+    url: '/v1/subscriptions',
+    headers: auth(),
     payload: { url: 'https://hooks.example.com/tidings', description: 'orders', event_types: ['message.status', 'message.final'], channels: ['sms'], statuses: ['delivered', 'failed'], external_id_prefix: 'order-' }
   })
   t.equal(created.statusCode, 201)

@@ -48,6 +48,9 @@ interface Result {
   gone: boolean
 }
 
+/** Pause after a claim while requests are in flight, in ms (batches claims and outcome writes). */
+const COALESCE_MS = 5
+
 export interface SenderOptions {
   db: Kysely<any>
   log: FastifyBaseLogger
@@ -73,6 +76,8 @@ export class Sender {
   #loop: Promise<void> | undefined
   readonly #sends = new Set<Promise<void>>()
   #turn = 0
+  /** Enabled subscriptions, re-read at most every poll interval (a change shows within it). */
+  #subs: { rows: SubscriptionRow[], at: number } = { rows: [], at: 0 }
 
   constructor (opts: SenderOptions) {
     this.#db = opts.db
@@ -104,6 +109,10 @@ export class Sender {
 
   async #run (): Promise<void> {
     while (!this.#stopped) {
+      if (this.#total > 0) {
+        // Requests in flight: let a few more finish, so one claim and one outcome write serve many deliveries.
+        await new Promise((resolve) => setTimeout(resolve, COALESCE_MS))
+      }
       this.#woken = false
       let claimed = 0
       try {
@@ -125,9 +134,13 @@ export class Sender {
   async #claimAndSend (): Promise<number> {
     const free = this.#config.maxInFlight - this.#total
     if (free <= 0) return 0
-    const { rows: subs } = await sql<SubscriptionRow>`
-      select id::text as id, url, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at
-      from webhook_subscriptions where enabled`.execute(this.#db)
+    if (Date.now() - this.#subs.at >= Math.min(this.#config.pollIntervalMs, 1000)) {
+      const { rows } = await sql<SubscriptionRow>`
+        select id::text as id, url, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at
+        from webhook_subscriptions where enabled`.execute(this.#db)
+      this.#subs = { rows, at: Date.now() }
+    }
+    const subs = this.#subs.rows
     if (subs.length === 0) return 0
     // Start from a different subscription each time, so a small global budget is shared fairly.
     const start = this.#turn++ % subs.length

@@ -1,0 +1,82 @@
+/**
+ * The outbound-webhook part of `npm run demo`: a receiver on loopback subscribes (before the demo
+ * replays its callbacks) to every change, verifies every request with the `standardwebhooks`
+ * library, and at the end prints what arrived. Self-contained: `scripts/demo.ts` spreads
+ * `webhooksDemoEnv()` into its configuration, calls `startWebhooksDemo` once Tidings listens, and
+ * `report` at the end.
+ */
+import { randomBytes } from 'node:crypto'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { Webhook } from 'standardwebhooks'
+
+/** Configuration for the demo: outbound webhooks on, loopback allowed, quick polling. */
+export function webhooksDemoEnv (): Record<string, string> {
+  return {
+    WEBHOOK_SECRETS_KEY: randomBytes(32).toString('base64'),
+    WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32',
+    WEBHOOK_POLL_INTERVAL: '200ms'
+  }
+}
+
+interface Received { id: string, verified: boolean, type: string, sid: string, status: string, sequence: number }
+
+/**
+ * Starts the receiver and subscribes it through `POST /v1/subscriptions`.
+ * @returns `report(print)`, which waits for the deliveries to settle, prints them, closes the
+ *   receiver, and resolves with the number of problems (unverified requests, nothing received).
+ */
+export async function startWebhooksDemo (address: string, apiKey: string): Promise<{ report: (print: (line: string) => void) => Promise<number> }> {
+  const received: Received[] = []
+  // Known once subscribed; requests cannot arrive before that.
+  const signer: { webhook?: Webhook } = {}
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString()
+      let verified = false
+      try { signer.webhook?.verify(body, req.headers as Record<string, string>); verified = true } catch {}
+      const p = JSON.parse(body) as { type: string, data: { message_sid: string, status?: string, sequence: number, fallback?: { state: string }, engagement?: { kind: string } } }
+      received.push({ id: String(req.headers['webhook-id']), verified, type: p.type, sid: p.data.message_sid, status: p.data.status ?? p.data.fallback?.state ?? p.data.engagement?.kind ?? '', sequence: p.data.sequence })
+      res.writeHead(204).end()
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/tidings`
+  const res = await fetch(`${address}/v1/subscriptions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ url, description: 'npm run demo', event_types: ['message.status', 'message.final', 'message.fallback', 'email.engagement'] })
+  })
+  const sub = await res.json() as { id: string, secret: string }
+  signer.webhook = new Webhook(sub.secret)
+  console.log(`A receiver at ${url} subscribed to every change (subscription ${sub.id}); it verifies each request with standardwebhooks\n`)
+
+  return {
+    async report (print) {
+      // Settle: wait until nothing new arrived for a second (at most 15 s).
+      const deadline = Date.now() + 15_000
+      let last = -1
+      while (Date.now() < deadline && received.length !== last) {
+        last = received.length
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+      }
+      server.closeAllConnections()
+      server.close()
+      const unverified = received.filter((r) => !r.verified).length
+      const byType = new Map<string, number>()
+      for (const r of received) byType.set(r.type, (byType.get(r.type) ?? 0) + 1)
+      print(`\nOutbound webhooks: the subscribed receiver got ${received.length} deliveries (${[...byType].map(([k, v]) => `${v} ${k}`).join(', ')}), ${received.length - unverified} with a verified signature:`)
+      const bySid = new Map<string, Received[]>()
+      for (const r of received) bySid.set(r.sid, [...(bySid.get(r.sid) ?? []), r])
+      for (const [sid, list] of bySid) {
+        const changes = list.sort((a, b) => a.sequence - b.sequence).map((r) => `${r.type === 'message.status' ? '' : `${r.type}:`}${r.status}${r.verified ? '' : ' ✘unverified'}`)
+        print(`  ${sid.slice(0, 10)}…  ${changes.join(' → ')}`)
+      }
+      const problems = unverified + (received.length === 0 ? 1 : 0)
+      print(problems === 0 ? '  ✔ every delivery verified with standardwebhooks' : `  ✘ ${unverified} unverified deliveries${received.length === 0 ? ', none received' : ''}`)
+      return problems
+    }
+  }
+}
