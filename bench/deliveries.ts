@@ -71,6 +71,9 @@ const server = await startServer({
   WEBHOOK_SECRETS_KEY: randomBytes(32).toString('base64'),
   WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32',
   WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION: process.env.WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION ?? '32'
+}, 120_000).catch(async (err: unknown) => {
+  await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`)
+  throw err
 })
 await check.connect()
 

@@ -15,7 +15,7 @@ export function webhooksDemoEnv (): Record<string, string> {
   return {
     WEBHOOK_SECRETS_KEY: randomBytes(32).toString('base64'),
     WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32',
-    WEBHOOK_POLL_INTERVAL: '200ms'
+    WEBHOOK_POLL_INTERVAL: '1s'
   }
 }
 
@@ -44,12 +44,20 @@ export async function startWebhooksDemo (address: string, apiKey: string): Promi
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/tidings`
-  const res = await fetch(`${address}/v1/subscriptions`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ url, description: 'npm run demo', event_types: ['message.status', 'message.final', 'message.fallback', 'email.engagement'] })
-  })
+  // Right after start-up load shedding may answer 503 for a moment: retry as a client should.
+  let res: Response
+  for (let attempt = 1; ; attempt++) {
+    res = await fetch(`${address}/v1/subscriptions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ url, description: 'npm run demo', event_types: ['message.status', 'message.final', 'message.fallback', 'email.engagement'] })
+    })
+    if (res.status !== 503 || attempt === 10) break
+    await res.arrayBuffer()
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
   const sub = await res.json() as { id: string, secret: string }
+  if (res.status !== 201) throw new Error(`POST /v1/subscriptions answered ${res.status}: ${JSON.stringify(sub)}`)
   signer.webhook = new Webhook(sub.secret)
   console.log(`A receiver at ${url} subscribed to every change (subscription ${sub.id}); it verifies each request with standardwebhooks\n`)
 
@@ -71,7 +79,9 @@ export async function startWebhooksDemo (address: string, apiKey: string): Promi
       const bySid = new Map<string, Received[]>()
       for (const r of received) bySid.set(r.sid, [...(bySid.get(r.sid) ?? []), r])
       for (const [sid, list] of bySid) {
-        const changes = list.sort((a, b) => a.sequence - b.sequence).map((r) => `${r.type === 'message.status' ? '' : `${r.type}:`}${r.status}${r.verified ? '' : ' ✘unverified'}`)
+        // Status changes in their sequence, then the fallback's and engagement's own (another sequence).
+        const group = (r: Received): number => r.type.startsWith('message.status') || r.type === 'message.final' ? 0 : 1
+        const changes = list.sort((a, b) => group(a) - group(b) || a.sequence - b.sequence).map((r) => `${r.type === 'message.status' ? '' : `${r.type}:`}${r.status}${r.verified ? '' : ' ✘unverified'}`)
         print(`  ${sid.slice(0, 10)}…  ${changes.join(' → ')}`)
       }
       const problems = unverified + (received.length === 0 ? 1 : 0)
