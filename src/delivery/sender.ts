@@ -48,6 +48,9 @@ interface Result {
   gone: boolean
 }
 
+/** Outcomes kept in memory while the database cannot take them. */
+const MAX_UNRECORDED = 10_000
+
 /** Pause after a claim while requests are in flight, in ms (batches claims and outcome writes). */
 const COALESCE_MS = 5
 
@@ -284,8 +287,11 @@ export class Sender {
         if (r.disabled_reason !== null) this.#log.warn({ subscription: r.id, reason: r.disabled_reason }, 'webhook subscription disabled')
       }
     } catch (err) {
-      // Not recorded: the rows stay pending and go out again when their lease ends (same webhook-id).
-      this.#log.warn({ err, deliveries: results.length }, 'recording webhook outcomes failed')
+      // Kept for the next flush (the UPDATE only touches rows still pending, so a repeat is
+      // harmless). Past the cap, or if the process dies first, the rows stay pending and go out
+      // again when their lease ends, under the same webhook-id.
+      this.#results = [...results, ...this.#results].slice(-MAX_UNRECORDED)
+      this.#log.warn({ err, deliveries: results.length }, 'recording webhook outcomes failed; will retry')
     }
   }
 }
