@@ -177,5 +177,7 @@ console.log(`\ningest with one subscription: ${(100 * withSub / without).toFixed
 console.log(`delivery throughput: ${backlog} deliveries in ${lastAt - firstAt} ms = ${throughput} deliveries/s (first delivery ${fanOutMs} ms after the backlog committed)`)
 console.log(`lag commit → delivery at ${rate} callbacks/s for ${seconds} s (${lags.length} deliveries): p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${lags.at(-1)} ms`)
 console.log(`duplicates during the backlog: ${duplicates}; deliveries by attempts and last error: ${attempts.map((r: { attempts: number, error: string, n: number }) => `${r.n}×${r.attempts}${r.error === '' ? '' : ` (${r.error})`}`).join(', ')}`)
+const warnings = server.logs.filter((l) => l.component === 'webhooks-out' && Number(l.level) >= 40).map((l) => String(l.msg))
+console.log(`sender and dispatcher warnings: ${warnings.length === 0 ? 'none' : [...new Set(warnings)].map((m) => `${warnings.filter((w) => w === m).length}× ${m}`).join('; ')}`)
 console.log(`load average at the end: ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' ')} on ${(await import('node:os')).cpus().length} cores`)
 console.log(`signatures checked: ${Math.floor((backlog + sent) / 50)} sampled, ${bad} bad`)
