@@ -25,6 +25,8 @@ import rateLimit from '@fastify/rate-limit'
 import { loadShedding } from './plugins/load-shedding.ts'
 import { storableBody } from './plugins/storable-body.ts'
 import { metricsRoutes } from './routes/metrics.ts'
+import { createWebhooksOut } from './delivery/service.ts'
+import { subscriptionRoutes } from './routes/subscriptions.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
 import { createRecorder, type Recorder } from './ingest/recorder.ts'
@@ -100,6 +102,12 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   // The one recorder: every path that records events goes through it, with every hook.
   const recorder = createRecorder({ db: deps.db, metrics, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
   if (fallback !== undefined) recorder.use(fallback.hooks)
+  // Outbound status webhooks (docs/webhooks-out.md): on when WEBHOOK_SECRETS_KEY is set.
+  const webhooksOut = config.webhooksOut.secretsKeys.length === 0 ? undefined : createWebhooksOut({ config: config.webhooksOut, db: deps.db, log: app.log, metrics, listen: deps.listen })
+  if (webhooksOut !== undefined) {
+    app.addHook('onReady', async () => { await webhooksOut.start() })
+    app.addHook('preClose', async () => { await webhooksOut.stop() })
+  }
   app.decorate('recorder', recorder)
   if (jobs !== undefined && fallback !== undefined) {
     // pg-boss reports background failures (maintenance, polling) as events; unhandled they would crash.
@@ -189,6 +197,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
     })
     await v1.register(statsRoutes, { db: readDb, limit: statsLimit })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes, streamsPerKey: config.limits.streamsPerKey })
+    await v1.register(subscriptionRoutes, { db: deps.db, readDb, config: config.webhooksOut })
   }, { prefix: '/v1' })
 
   return app

@@ -3,6 +3,7 @@ import { getHeapStatistics } from 'node:v8'
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
+import { parseWebhooksOutConfig, WebhooksOutEnv, type WebhooksOutConfig } from './webhooks-out.ts'
 import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } from './maintenance.ts'
 import { LimitsEnvSchema, parseLimitsConfig, placeholderProblems, type LimitsConfig } from './limits.ts'
 import { parseReconcileReadConfig, ReconcileReadEnv, type ReconcileReadConfig } from './reconcile-read.ts'
@@ -68,7 +69,9 @@ export const EnvSchema = Type.Object({
   IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 }),
   ...LimitsEnvSchema,
   // --- database faults and load isolation (src/config/resilience.ts) ---
-  ...ResilienceEnv
+  ...ResilienceEnv,
+  // --- outbound status webhooks (src/config/webhooks-out.ts) ---
+  ...WebhooksOutEnv
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -154,6 +157,8 @@ export interface Config {
   limits: LimitsConfig
   /** Start-up waiting, the read pool, heavy-read limits, the `/metrics` cache. */
   resilience: ResilienceConfig
+  /** Outbound status webhooks (`WEBHOOK_*`, docs/webhooks-out.md). */
+  webhooksOut: WebhooksOutConfig
 }
 
 export class ConfigError extends Error {
@@ -265,6 +270,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
   const resendWebhookSecrets = parseResendSecrets(parsed, problems)
   const resilience = parseResilienceConfig(parsed, problems)
+  const webhooksOut = parseWebhooksOutConfig(parsed, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   return {
     port: parsed.PORT,
@@ -300,7 +306,8 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES,
     idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000),
     limits: parseLimitsConfig(parsed),
-    resilience
+    resilience,
+    webhooksOut
   }
 }
 
