@@ -6,8 +6,9 @@
  *
  * 1. Ingest A/B: new-message callbacks (autocannon) without a subscription, then with one active
  *    subscription delivering every change to the receiver; alternated twice, fresh messages each run.
- * 2. Delivery throughput: a backlog of BENCH_BACKLOG changes (inserted in one statement) drained to
- *    the receiver; deliveries/s from the first to the last request received.
+ * 2. Delivery throughput: a backlog of BENCH_BACKLOG changes (events inserted in one statement and
+ *    their deliveries by the recorder's set-based enqueue, in one transaction) drained to the
+ *    receiver; deliveries/s from the first to the last request received.
  * 3. Lag: callbacks at a steady BENCH_RATE per second; for each delivery, the time from the event's
  *    commit (its `received_at`, set in the recording transaction) to the receiver's arrival; p50/p99.
  */
@@ -15,9 +16,12 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import autocannon from 'autocannon'
+import { Kysely, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
 import { Webhook } from 'standardwebhooks'
 import twilio from 'twilio'
+import type { Database } from '../src/db/database.ts'
+import { enqueueStatusDeliveries } from '../src/delivery/on-recorded.ts'
 import { startServer } from '../test/helpers/process.ts'
 
 const seconds = Number(process.argv[2] ?? 10)
@@ -124,17 +128,23 @@ for (const round of [1, 2]) {
   await drained()
 }
 
-// 2. Throughput: a backlog inserted at once (messages and events in one statement each).
+// 2. Throughput: a backlog committed at once (messages and events in one statement, then their
+// deliveries as the recorder's hook writes them, all in one transaction).
 arrivals.length = 0
 const { rows: [{ before }] } = await check.query('select coalesce(max(id), 0)::text as before from message_events')
 const t0 = Date.now()
-await check.query(`
-  with m as (
-    insert into messages (sid, provider, channel, status)
-    select 'SM' || md5(random()::text || g::text), 'twilio', 'sms', 'sent' from generate_series(1, $1) g returning sid
-  )
-  insert into message_events (message_sid, message_status, channel, raw, source)
-  select sid, 'sent', 'sms', '{}'::jsonb, 'webhook' from m`, [backlog])
+const writer = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url.toString(), max: 1 }) }) })
+await writer.transaction().execute(async (trx) => {
+  const { rows } = await sql<{ id: string }>`
+    with m as (
+      insert into messages (sid, provider, channel, status)
+      select 'SM' || md5(random()::text || g::text), 'twilio', 'sms', 'sent' from generate_series(1, ${backlog}::int) g returning sid
+    )
+    insert into message_events (message_sid, message_status, channel, raw, source)
+    select sid, 'sent', 'sms', '{}'::jsonb, 'webhook' from m returning id::text as id`.execute(trx)
+  await enqueueStatusDeliveries(trx, rows.map((r) => r.id))
+})
+await writer.destroy()
 const unique = (): number => new Set(arrivals.filter((a) => BigInt(a.eventId) > BigInt(before)).map((a) => a.eventId)).size
 await new Promise<void>((resolve) => { const tick = (): void => { if (unique() >= backlog) resolve(); else setTimeout(tick, 100) }; tick() })
 const duplicates = arrivals.length - unique()

@@ -2,8 +2,9 @@ import { sql, type Kysely } from 'kysely'
 
 // Frozen in time: never edit a migration that has shipped; add a new one.
 // Outbound status webhooks (docs/webhooks-out.md): subscriptions, their deliveries (the delivery
-// queue itself), the dispatcher's durable cursors, and a small change log that triggers fill for
-// fallback state changes and email engagement, so those are fanned out from committed rows too.
+// queue itself; the recorder's hook writes those of status changes in the recording transaction),
+// and a small change log that triggers fill for fallback state changes and email engagement, fanned
+// out from committed rows by the dispatcher past its durable cursor.
 
 export async function up (db: Kysely<any>): Promise<void> {
   await sql`
@@ -63,11 +64,7 @@ export async function up (db: Kysely<any>): Promise<void> {
     )`.execute(db)
 
   await sql`create table webhook_cursors (name text primary key, last_id bigint not null)`.execute(db)
-  // Start at the present: nothing is owed to subscriptions that do not exist yet.
-  await sql`
-    insert into webhook_cursors (name, last_id) values
-      ('message_events', (select coalesce(max(id), 0) from message_events)),
-      ('webhook_outbox', 0)`.execute(db)
+  await sql`insert into webhook_cursors (name, last_id) values ('webhook_outbox', 0)`.execute(db)
 
   // The change log is written in the transaction that changes the row, after the row's write
   // (which gave the transaction its xid), so the dispatcher's horizon covers it (src/stream/horizon.ts).

@@ -102,9 +102,11 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   // The one recorder: every path that records events goes through it, with every hook.
   const recorder = createRecorder({ db: deps.db, metrics, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
   if (fallback !== undefined) recorder.use(fallback.hooks)
-  // Outbound status webhooks (docs/webhooks-out.md): on when WEBHOOK_SECRETS_KEY is set.
+  // Outbound status webhooks (docs/webhooks-out.md), on when WEBHOOK_SECRETS_KEY is set: its hook
+  // writes the deliveries of every recorded batch in the recording transaction.
   const webhooksOut = config.webhooksOut.secretsKeys.length === 0 ? undefined : createWebhooksOut({ config: config.webhooksOut, db: deps.db, log: app.log, metrics, listen: deps.listen })
   if (webhooksOut !== undefined) {
+    recorder.use(webhooksOut.hooks)
     app.addHook('onReady', async () => { await webhooksOut.start() })
     app.addHook('preClose', async () => { await webhooksOut.stop() })
   }

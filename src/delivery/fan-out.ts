@@ -1,15 +1,14 @@
 /**
- * Fan-out: one page of committed changes past a cursor becomes the deliveries every matching
- * subscription is owed, in one statement that also advances the cursor (so the page and the cursor
- * commit together: a crash repeats a page, `ON CONFLICT DO NOTHING` on (subscription_id, event_id)
- * absorbs the repeat, and nothing is skipped). Payloads are built here, in SQL, once per delivery,
- * so every attempt and replay of a delivery sends the same body.
+ * Fan-out of the change log: one page of committed `webhook_outbox` rows past the cursor (the
+ * trigger-written log of fallback state changes, `message.fallback`, and email engagement,
+ * `email.engagement`) becomes the deliveries every matching subscription is owed, in one statement
+ * that also advances the cursor (so the page and the cursor commit together: a crash repeats a
+ * page, `ON CONFLICT DO NOTHING` on (subscription_id, event_id) absorbs the repeat, and nothing is
+ * skipped). Payloads are built here, in SQL, once per delivery, so every attempt and replay of a
+ * delivery sends the same body.
  *
- * Two sources, each with its own cursor in `webhook_cursors`:
- * - `message_events` (every status change; `message.status`, and `message.final` for the first
- *   final status of a message),
- * - `webhook_outbox`, the trigger-written log of fallback state changes (`message.fallback`) and
- *   email engagement (`email.engagement`).
+ * Status changes (`message.status`, `message.final`) do not pass through here: the recorder's hook
+ * inserts their deliveries in the recording transaction (`./on-recorded.ts`).
  */
 import { sql, type Transaction } from 'kysely'
 import { FINAL_STATUSES } from '../domain/status-precedence.ts'
@@ -19,11 +18,13 @@ import { TWILIO_ERROR_MEANINGS } from '../domain/twilio-error-codes.ts'
 export const EVENT_TYPES = ['message.status', 'message.final', 'message.fallback', 'email.engagement'] as const
 export type EventType = typeof EVENT_TYPES[number]
 
-/** The sources the dispatcher reads, by cursor name. */
-export type CursorName = 'message_events' | 'webhook_outbox'
+/** The sources the dispatcher reads, by cursor name (a row of `webhook_cursors` each). */
+export type CursorName = 'webhook_outbox'
 
-const FINALS = [...FINAL_STATUSES.twilio, ...FINAL_STATUSES.resend]
-const MEANINGS = JSON.stringify(TWILIO_ERROR_MEANINGS)
+/** Every final status, for `message.final`. */
+export const FINALS = [...FINAL_STATUSES.twilio, ...FINAL_STATUSES.resend]
+/** Twilio error meanings as a JSON object, for `error_meaning` in SQL. */
+export const MEANINGS = JSON.stringify(TWILIO_ERROR_MEANINGS)
 
 /** What one page did. */
 export interface PageResult {
@@ -33,71 +34,20 @@ export interface PageResult {
   inserted: number
 }
 
-// The subscription filter, shared by both sources: `ev` has type, channel, status (or null) and external_id.
-const MATCH = sql`
+// The subscription filter, shared with `./on-recorded.ts`: `ev` has type, channel, status (or null) and external_id.
+export const MATCH = sql`
   join webhook_subscriptions s on s.enabled and ev.type = any(s.event_types)
     and (s.channels is null or ev.channel = any(s.channels))
     and (s.statuses is null or ev.status is null or ev.status = any(s.statuses))
     and (s.external_id_prefix is null or starts_with(ev.external_id, s.external_id_prefix))`
 
 /**
- * Fans out the changes of source `cursor` with `after < id <= upTo`, at most `limit` of them, and
- * moves the cursor. Runs in `trx`, which must hold the cursor row (`lockCursor`).
+ * Fans out the change-log rows with `after < id <= upTo`, at most `limit` of them, and moves the
+ * cursor. Runs in `trx`, which must hold the cursor row (`lockCursor`).
  */
-export async function fanOutPage (trx: Transaction<any>, cursor: CursorName, after: bigint, upTo: bigint, limit: number): Promise<PageResult> {
-  const query = cursor === 'message_events' ? messageEventsPage(after, upTo, limit) : outboxPage(after, upTo, limit)
-  const { rows } = await query.execute(trx)
+export async function fanOutPage (trx: Transaction<any>, after: bigint, upTo: bigint, limit: number): Promise<PageResult> {
+  const { rows } = await outboxPage(after, upTo, limit).execute(trx)
   return { lastId: BigInt(rows[0].last_id), inserted: rows[0].inserted }
-}
-
-function messageEventsPage (after: bigint, upTo: bigint, limit: number) {
-  return sql<{ last_id: string, inserted: number }>`
-    with page as (
-      select e.id, e.message_sid, e.message_status, e.channel, e.error_code, e.error_message,
-             e.received_at, coalesce(e.occurred_at, e.carrier_at) as occurred_at, e.source
-      from message_events e
-      where e.id > ${after.toString()}::bigint and e.id <= ${upTo.toString()}::bigint
-      order by e.id limit ${limit}
-    ), ev as (
-      select p.*, p.message_status as status, m.provider, m.status as current_status, m.external_id, m.metadata, t.type
-      from page p
-      join messages m on m.sid = p.message_sid
-      cross join lateral (values ('message.status'), ('message.final')) as t(type)
-      where t.type = 'message.status' or (p.message_status = any(${FINALS}::text[]) and not exists (
-        select 1 from message_events q
-        where q.message_sid = p.message_sid and q.id < p.id and q.message_status = any(${FINALS}::text[])))
-    ), ins as (
-      insert into webhook_deliveries (subscription_id, event_id, event_type, payload)
-      select s.id, ev.type || ':' || ev.id, ev.type, jsonb_build_object(
-        'type', ev.type,
-        'timestamp', ev.received_at,
-        'data', jsonb_build_object(
-          'event_id', ev.id::text,
-          'sequence', ev.id,
-          'message_sid', ev.message_sid,
-          'provider', ev.provider,
-          'channel', ev.channel,
-          'status', ev.message_status,
-          'current_status', ev.current_status,
-          'error_code', ev.error_code,
-          'error_message', ev.error_message,
-          'error_meaning', ${MEANINGS}::jsonb ->> ev.error_code,
-          'received_at', ev.received_at,
-          'occurred_at', ev.occurred_at,
-          'source', ev.source,
-          'external_id', ev.external_id,
-          'metadata', ev.metadata))
-      from ev ${MATCH}
-      on conflict (subscription_id, event_id) do nothing
-      returning 1
-    ), upd as (
-      update webhook_cursors set last_id = greatest(last_id, case
-        when (select count(*) from page) < ${limit} then ${upTo.toString()}::bigint
-        else (select max(id) from page) end)
-      where name = 'message_events'
-      returning last_id
-    )
-    select (select last_id from upd)::text as last_id, (select count(*) from ins)::int as inserted`
 }
 
 function outboxPage (after: bigint, upTo: bigint, limit: number) {
