@@ -30,6 +30,11 @@ import { sendRoutes } from './routes/send.ts'
 import { statsRoutes } from './routes/stats.ts'
 import { twilioClientsOf } from './providers/twilio-rest.ts'
 import { streamRoutes } from './routes/stream.ts'
+import cookie from '@fastify/cookie'
+import { consoleRoutes } from './routes/console.ts'
+import { statsTimeseriesRoutes } from './routes/stats-timeseries.ts'
+import { statsRollup } from './plugins/stats-rollup.ts'
+import { findSession } from './db/console-sessions.ts'
 import { EventHub } from './stream/event-hub.ts'
 import { twilioStatusRoutes } from './webhooks/twilio-status.ts'
 import { resendWebhookRoutes } from './webhooks/resend.ts'
@@ -127,6 +132,11 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   await app.register(healthRoutes, { db: deps.db, version: pkg.version })
   await app.register(docsRoutes)
   await app.register(metricsRoutes, { config, metrics })
+  // The operator console (README "Console"): browser files, session login/logout, and the rollup
+  // behind /v1/stats/timeseries.
+  await app.register(cookie)
+  await app.register(consoleRoutes, { db: deps.db, keys: config.apiKeys, publicBaseUrl: config.publicBaseUrl, sessionTtlMs: config.console.sessionTtlMs })
+  await app.register(statsRollup, { db: deps.db, intervalMs: config.console.statsRefreshIntervalMs, lookbackMs: config.console.statsRefreshLookbackMs })
   // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
   if (config.resendWebhookSecrets.length > 0) {
     await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, metrics })
@@ -144,7 +154,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   app.addHook('preClose', async () => { await hub.stop() })
 
   await app.register(async (v1) => {
-    await v1.register(apiKeyAuth, { keys: config.apiKeys })
+    await v1.register(apiKeyAuth, { keys: config.apiKeys, session: async (token) => (await findSession(deps.db, config.apiKeys, token))?.apiKeyName })
     // Per API key, after authentication (preHandler), per process. Webhooks are outside /v1.
     await v1.register(rateLimit, {
       global: true,
@@ -165,6 +175,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       idempotencyLeaseMs: 2 * config.twilioRequestTimeoutMs + 5_000
     })
     await v1.register(statsRoutes, { db: deps.db })
+    await v1.register(statsTimeseriesRoutes, { db: deps.db })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes })
   }, { prefix: '/v1' })
 

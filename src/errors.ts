@@ -7,6 +7,8 @@ export const ERROR_STATUS = {
   unauthorized: 401,
   invalid_signature: 403,
   unknown_account: 403,
+  read_only_session: 403,
+  origin_mismatch: 403,
   message_not_found: 404,
   not_found: 404,
   idempotency_in_progress: 409,

@@ -4,6 +4,7 @@ import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
 import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } from './maintenance.ts'
+import { ConsoleEnvSchema, parseConsoleConfig, type ConsoleConfig } from './console.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -61,7 +62,8 @@ export const EnvSchema = Type.Object({
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 1, default: 1200 }),
   STREAM_HEARTBEAT_S: Type.Integer({ minimum: 1, maximum: 3600, default: 15 }),
   STREAM_MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, default: 1024 * 1024 }),
-  IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 })
+  IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 }),
+  ...ConsoleEnvSchema
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -141,6 +143,8 @@ export interface Config {
   streamMaxBufferBytes: number
   /** How long `POST /v1/messages` remembers an `Idempotency-Key`, in ms. */
   idempotencyTtlMs: number
+  /** Operator console: sessions and the statistics rollup (`CONSOLE_*`). */
+  console: ConsoleConfig
 }
 
 export class ConfigError extends Error {
@@ -250,6 +254,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   const twilioAuthTokens = parseTwilioTokens(parsed, problems)
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
   const resendWebhookSecrets = parseResendSecrets(parsed, problems)
+  const consoleConfig = parseConsoleConfig(parsed, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   return {
     port: parsed.PORT,
@@ -282,7 +287,8 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     rateLimitPerMinute: parsed.RATE_LIMIT_PER_MINUTE,
     streamHeartbeatS: parsed.STREAM_HEARTBEAT_S,
     streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES,
-    idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000)
+    idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000),
+    console: consoleConfig
   }
 }
 
