@@ -5,6 +5,8 @@
  * signed with the twilio library, shows the 63049 WhatsApp failure get its SMS fallback through the
  * fake, replays a Resend stream signed with svix, then prints every message's final status and
  * timeline as read back through the REST API. Exits 0 when every message ends as expected.
+ * With `--serve` (`npm run demo -- --serve`), it then keeps Tidings running on the demo's data and
+ * prints the operator console's URL and an API key to log in with, until Ctrl-C.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -172,6 +174,11 @@ try {
   if (delivered === undefined || delivered.open_count !== 2 || delivered.click_count !== 1 || bounced === undefined) {
     failures++
     console.log('  ✘ the Resend stream did not end as expected')
+  }
+  if (process.argv.includes('--serve')) {
+    console.log(`\nThe operator console is open on the demo's data: ${address}/console/`)
+    console.log(`Log in with the API key ${API_KEY}\nPress Ctrl-C to stop.`)
+    await new Promise((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve) })
   }
   await app.close()
 } finally {
