@@ -13,7 +13,9 @@ import { loadConfig } from '../src/config/config.ts'
 import type { Database, NewMessageRow } from '../src/db/database.ts'
 import { API_KEY, contractChecker, messageSid, postSigned, smsCallback, testEnv } from './helpers/app.ts'
 import { openBrowser } from './helpers/browser.ts'
-import { createTestDatabase } from './helpers/database.ts'
+import { startOwnPostgres } from './helpers/own-postgres.ts'
+import { openDatabase } from '../src/db/connect.ts'
+import { migrateToLatest } from '../src/db/migrate.ts'
 
 /** The seeded day the chart is checked on, and the week around it for the screenshots. */
 const SEEDED_DAY = '2026-11-20T00:00:00.000Z'
@@ -79,7 +81,11 @@ async function seedHistory (db: Kysely<Database>): Promise<void> {
 
 t.test('the console in Chromium: login, live feed, search, message page, charts, webhooks, logout', async (t) => {
   const checkContract = contractChecker(t)
-  const { db, handle } = await createTestDatabase(t)
+  // A server of its own: the live feed must not wait for other tests' transactions (see own-postgres.ts).
+  const handle = await openDatabase({ databaseUrl: await startOwnPostgres(t), dataDir: '' })
+  t.teardown(async () => { await handle.close() })
+  const db = handle.db
+  await migrateToLatest(db)
   await seedHistory(db)
   // A WhatsApp message that failed and got an SMS fallback, recorded through real callbacks.
   const config = loadConfig(testEnv({ PUBLIC_BASE_URL: 'https://hooks.example.com', LOG_LEVEL: 'silent' }))
@@ -149,6 +155,7 @@ t.test('the console in Chromium: login, live feed, search, message page, charts,
   await page.getByLabel('Status').selectOption('failed')
   t.equal(await page.locator(`tr[data-sid="${held}"]`).count(), 0, 'sent is not failed')
   t.equal(await page.locator(`tr[data-sid="${live}"]`).count(), 1)
+  await page.getByLabel('Status').selectOption('')
   await shoot('console-feed')
 
   // Readable at phone width: nothing but tables (which scroll in place) is wider than the screen.
