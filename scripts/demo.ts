@@ -7,6 +7,8 @@
  * timeline as read back through the REST API. Exits 0 when every message ends as expected.
  * Every request waits out 503/429 (Retry-After) and every answer is reported, never assumed, so a
  * busy machine makes the demo slower, not wrong.
+ * With `--serve` (`npm run demo -- --serve`), it then keeps Tidings running on the demo's data and
+ * prints the operator console's URL and an API key to log in with, until Ctrl-C.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -192,6 +194,12 @@ try {
   }
   console.log(heading('Outbound webhooks, each verified with standardwebhooks'))
   failures += await webhooksOut.report((line) => console.log(line === '' ? '' : `  ${line}`))
+  if (process.argv.includes('--serve')) {
+    console.log(heading('Operator console, on the demo\'s data'))
+    console.log(`  open ${address}/console/ and log in with the API key ${API_KEY}`)
+    console.log('  press Ctrl-C to stop')
+    await new Promise((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve) })
+  }
   await app.close()
 } finally {
   await database.close()

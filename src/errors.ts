@@ -9,6 +9,8 @@ export const ERROR_STATUS = {
   invalid_signature: 403,
   unknown_account: 403,
   account_mismatch: 403,
+  read_only_session: 403,
+  origin_mismatch: 403,
   message_not_found: 404,
   not_found: 404,
   subscription_not_found: 404,

@@ -8,6 +8,7 @@ import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } fr
 import { LimitsEnvSchema, parseLimitsConfig, placeholderProblems, type LimitsConfig } from './limits.ts'
 import { parseReconcileReadConfig, ReconcileReadEnv, type ReconcileReadConfig } from './reconcile-read.ts'
 import { ResilienceEnv, parseResilienceConfig, type ResilienceConfig } from './resilience.ts'
+import { ConsoleEnvSchema, parseConsoleConfig, type ConsoleConfig } from './console.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -71,7 +72,9 @@ export const EnvSchema = Type.Object({
   // --- database faults and load isolation (src/config/resilience.ts) ---
   ...ResilienceEnv,
   // --- outbound status webhooks (src/config/webhooks-out.ts) ---
-  ...WebhooksOutEnv
+  ...WebhooksOutEnv,
+  // --- operator console (src/config/console.ts) ---
+  ...ConsoleEnvSchema
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -159,6 +162,8 @@ export interface Config {
   resilience: ResilienceConfig
   /** Outbound status webhooks (`WEBHOOK_*`, docs/webhooks-out.md). */
   webhooksOut: WebhooksOutConfig
+  /** Operator console: sessions and the statistics rollup (`CONSOLE_*`). */
+  console: ConsoleConfig
 }
 
 export class ConfigError extends Error {
@@ -271,6 +276,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   const resendWebhookSecrets = parseResendSecrets(parsed, problems)
   const resilience = parseResilienceConfig(parsed, problems)
   const webhooksOut = parseWebhooksOutConfig(parsed, problems)
+  const consoleConfig = parseConsoleConfig(parsed, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   return {
     port: parsed.PORT,
@@ -307,7 +313,8 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000),
     limits: parseLimitsConfig(parsed),
     resilience,
-    webhooksOut
+    webhooksOut,
+    console: consoleConfig
   }
 }
 

@@ -14,6 +14,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/database.ts'
 import { isDatabaseUnavailableError } from '../db/errors.ts'
 import { Horizon } from './horizon.ts'
+import { twilioErrorMeaning } from '../domain/twilio-error-codes.ts'
 
 /** One event as streamed. */
 export interface StreamEvent {
@@ -26,6 +27,10 @@ export interface StreamEvent {
   source: string
   /** The message's current status when the event was read. */
   current_status: string | null
+  /** Recipient (E.164 or e-mail address), from the event or else the message (added for the console). */
+  to: string | null
+  /** What `error_code` means, when Tidings knows it (added for the console). */
+  error_meaning: string | null
 }
 
 export interface StreamFilter {
@@ -66,6 +71,7 @@ export async function readEvents (db: Kysely<Database>, after: bigint, upTo: big
   let q = db.selectFrom('message_events as e')
     .innerJoin('messages as m', 'm.sid', 'e.message_sid')
     .select(['e.id', 'e.message_sid', 'e.message_status', 'e.channel', 'e.error_code', 'e.received_at', 'e.source', 'm.status'])
+    .select(sql<string | null>`coalesce(e.to_address, m.to_address)`.as('to'))
     .where(sql<boolean>`e.id > ${after.toString()}::bigint and e.id <= ${upTo.toString()}::bigint`)
   if (filter.channel !== undefined) q = q.where('e.channel', '=', filter.channel as never)
   if (filter.sid !== undefined) q = q.where('e.message_sid', '=', filter.sid)
@@ -78,7 +84,9 @@ export async function readEvents (db: Kysely<Database>, after: bigint, upTo: big
     error_code: r.error_code,
     received_at: r.received_at.toISOString(),
     source: r.source,
-    current_status: r.status
+    current_status: r.status,
+    to: r.to,
+    error_meaning: twilioErrorMeaning(r.error_code)
   }))
 }
 
