@@ -208,7 +208,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       idempotencyLeaseMs: 2 * config.twilioRequestTimeoutMs + 5_000
     })
     await v1.register(statsRoutes, { db: readDb, limit: statsLimit })
-    await v1.register(statsTimeseriesRoutes, { db: readDb })
+    await v1.register(statsTimeseriesRoutes, { db: readDb, limit: statsLimit })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes, streamsPerKey: config.limits.streamsPerKey })
     await v1.register(subscriptionRoutes, { db: deps.db, readDb, config: config.webhooksOut })
   }, { prefix: '/v1' })

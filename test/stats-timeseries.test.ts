@@ -137,7 +137,11 @@ t.test('GET /v1/stats/timeseries refuses a window it cannot answer with a 400 th
     ['/v1/stats/timeseries?bucket=week', /bucket/],
     ['/v1/stats/timeseries?bucket=hour&since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z', /since must be before/],
     ['/v1/stats/timeseries?bucket=hour&since=2026-01-01T00:00:00Z&until=2026-11-01T00:00:00Z', /at most 744/],
-    ['/v1/stats/timeseries?bucket=day&since=yesterday', /since/]
+    ['/v1/stats/timeseries?bucket=day&since=yesterday', /since/],
+    // As strict as GET /v1/stats (src/routes/query-time.ts): these were Invalid Dates.
+    ['/v1/stats/timeseries?bucket=day&since=2016-12-31T23:59:60Z', /querystring\.since/],
+    ['/v1/stats/timeseries?bucket=day&until=2024-01-01T00:00:00%2B05', /querystring\.until/],
+    ['/v1/stats/timeseries?bucket=day&until=9999-12-31T12:00:00Z', /year 10000/]
   ]
   for (const [url, message] of cases) {
     const res = await apiGet(app, url)
@@ -153,4 +157,13 @@ t.test('histogramQuantile interpolates within a bucket and reports the open last
   t.equal(histogramQuantile([0, 0, 4], 0.5), 2.5, 'four samples in [2, 3): the median is half-way')
   const last = new Array(23).fill(0); last[22] = 1
   t.equal(histogramQuantile(last, 0.95), 86400)
+})
+
+t.test('GET /v1/stats/timeseries shares GET /v1/stats\' limit: beyond STATS_MAX_CONCURRENT, with no wait, 503 overloaded', async (t) => {
+  const { app } = await buildTestApp(t, { ...NO_TIMER, STATS_MAX_CONCURRENT: '1', STATS_MAX_WAIT: '0' })
+  const answers = await Promise.all(Array.from({ length: 12 }, async (_, i) =>
+    await apiGet(app, i % 2 === 0 ? `/v1/stats/timeseries?bucket=hour&${WINDOW}` : '/v1/stats')))
+  t.ok(answers.every((r) => r.statusCode === 200 || (r.statusCode === 503 && r.json().code === 'overloaded')), 'each answers 200 or 503 overloaded')
+  t.ok(answers.some((r) => r.statusCode === 503), 'one slot for both routes: some were refused')
+  t.ok(answers.some((r) => r.statusCode === 200), 'and some answered')
 })

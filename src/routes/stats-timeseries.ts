@@ -11,6 +11,8 @@ import { DELIVERY_TIME_BOUNDS_S, floorHour, readTimeseriesRows, type HourRow } f
 import { TOP_ERROR_CODES } from '../db/stats.ts'
 import { twilioErrorMeaning } from '../domain/twilio-error-codes.ts'
 import { AppError } from '../errors.ts'
+import type { ConcurrencyLimit } from '../http/concurrency-limit.ts'
+import { timeQuery } from './query-time.ts'
 import { ErrorBody } from './schemas.ts'
 
 const HOUR = 3600_000
@@ -115,7 +117,12 @@ class Tally {
   }
 }
 
-export const statsTimeseriesRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = async (app, { db }) => {
+/**
+ * @param db - the read pool's handle (`readDb`): the rollup read must not take the webhooks' connections.
+ * @param limit - shared with `GET /v1/stats`: how many statistics are computed at once (more wait
+ *   briefly, then get 503 `overloaded`).
+ */
+export const statsTimeseriesRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database>, limit?: ConcurrencyLimit }> = async (app, { db, limit }) => {
   app.get('/stats/timeseries', {
     schema: {
       summary: 'Delivery statistics per hour or day, for charts',
@@ -132,14 +139,19 @@ export const statsTimeseriesRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Datab
     const size = q.bucket === 'day' ? DAY : HOUR
     const floor = (t: number): number => Math.floor(t / size) * size
     const ceil = (t: number): number => Math.ceil(t / size) * size
-    const until = new Date(q.until === undefined ? floor(Date.now()) + size : ceil(Date.parse(q.until)))
-    const since = new Date(q.since === undefined ? until.getTime() - 7 * DAY : floor(Date.parse(q.since)))
+    // As strict as GET /v1/stats: a leap second or an hour-only offset is a 400, not an Invalid Date.
+    const givenSince = timeQuery('since', q.since)
+    const givenUntil = timeQuery('until', q.until)
+    const until = new Date(givenUntil === undefined ? floor(Date.now()) + size : ceil(givenUntil.getTime()))
+    const since = new Date(givenSince === undefined ? until.getTime() - 7 * DAY : floor(givenSince.getTime()))
     if (since >= until) throw new AppError('invalid_payload', 'querystring.since must be before querystring.until')
+    if (until.getUTCFullYear() > 9999) throw new AppError('invalid_payload', 'querystring.until, rounded up to the bucket, must stay before the year 10000')
     const count = (until.getTime() - since.getTime()) / size
     if (count > MAX_BUCKETS[q.bucket]) {
       throw new AppError('invalid_payload', `querystring.since..until spans ${count} ${q.bucket}s; ask for at most ${MAX_BUCKETS[q.bucket]} (use bucket=day for long windows)`)
     }
-    const rows = await readTimeseriesRows(db, floorHour(since), until, q.channel as Channel | undefined)
+    const read = async (): ReturnType<typeof readTimeseriesRows> => await readTimeseriesRows(db, floorHour(since), until, q.channel as Channel | undefined)
+    const rows = limit === undefined ? await read() : await limit.run(read)
 
     const tallies = Array.from({ length: count }, () => new Tally())
     const all = new Tally()
