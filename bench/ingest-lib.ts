@@ -131,6 +131,15 @@ export interface RunResult {
   serverCpu: number
   /** Highest server RSS sampled during the run, MiB. */
   peakRssMiB: number
+  /**
+   * CPU time of the PostgreSQL backends serving the bench database, in µs per acknowledged
+   * callback, and in % of one core over the run (`null` when the backends cannot be read, e.g. a
+   * server on another host or user).
+   */
+  dbCpuUsPerCallback: number | null
+  dbCpu: number | null
+  /** Server process CPU time in µs per acknowledged callback. */
+  serverCpuUsPerCallback: number
   /** Indices into the stream of the callbacks answered 2xx. */
   acknowledged: Set<number>
   /** Responses by HTTP status, e.g. `{ 200: 8100, 503: 3 }`. */
@@ -142,13 +151,33 @@ function cpuTicks (pid: number): number {
   return Number(fields[11]) + Number(fields[12]) // utime + stime (fields 14, 15), clock ticks
 }
 
+/**
+ * CPU ticks (10 ms) used so far by each PostgreSQL backend connected to the database at `url`, by
+ * pid; `null` when /proc cannot show them (the database on another host, or another user's).
+ */
+async function backendTicks (url: string): Promise<Map<number, number> | null> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    const { rows } = await client.query<{ pid: number }>('select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()')
+    const ticks = new Map<number, number>()
+    for (const { pid } of rows) {
+      try { ticks.set(pid, cpuTicks(pid)) } catch { return null }
+    }
+    return ticks
+  } finally {
+    await client.end()
+  }
+}
+
 function rssMiB (pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
 }
 
 /** Sends every callback of `stream` exactly once at `connections` connections. */
-export async function replay (server: ServerProcess, stream: readonly Callback[], connections: number, label: string): Promise<RunResult> {
+export async function replay (server: ServerProcess, stream: readonly Callback[], connections: number, label: string, databaseUrl?: string): Promise<RunResult> {
   const pid = server.child.pid as number
+  const db0 = databaseUrl === undefined ? null : await backendTicks(databaseUrl)
   let next = 0
   const acknowledged = new Set<number>()
   let peak = rssMiB(pid)
@@ -177,6 +206,13 @@ export async function replay (server: ServerProcess, stream: readonly Callback[]
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9
   clearInterval(sampler)
   const ticks = cpuTicks(pid) - ticks0
+  const db1 = databaseUrl === undefined ? null : await backendTicks(databaseUrl)
+  let dbTicks: number | null = null
+  if (db0 !== null && db1 !== null) {
+    dbTicks = 0
+    for (const [backend, t] of db1) dbTicks += t - (db0.get(backend) ?? 0)
+  }
+  const acked = Math.max(acknowledged.size, 1)
   return {
     label,
     connections,
@@ -188,6 +224,9 @@ export async function replay (server: ServerProcess, stream: readonly Callback[]
     errors: result.errors + result.timeouts,
     serverCpu: Math.round(ticks / seconds), // 100 ticks a second = 100 % of one core
     peakRssMiB: Math.round(peak),
+    serverCpuUsPerCallback: Math.round(ticks * 1e4 / acked), // one tick = 10 ms = 10,000 µs
+    dbCpu: dbTicks === null ? null : Math.round(dbTicks / seconds),
+    dbCpuUsPerCallback: dbTicks === null ? null : Math.round(dbTicks * 1e4 / acked),
     acknowledged,
     statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, stat]) => [code, stat?.count ?? 0]))
   }
@@ -275,6 +314,8 @@ export async function startBenchServer (databaseUrl: string, token: string, env:
     // The service as users run it: info logs (to /dev/null here), load shedding on.
     LOG_LEVEL: 'info',
     MAX_EVENT_LOOP_DELAY_MS: '200',
+    // e.g. BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the server.
+    NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS,
     ...env
   }, 60_000)
 }

@@ -7,7 +7,9 @@
  *   npm run bench -- --runs 1 --messages 5000 --preload 0
  *
  * Options: --runs N (3), --messages N (20000), --connections 8,32, --preload N events (1000000; 0
- * skips the full-table scenario), --baseline (on; --no-baseline skips the WEBHOOK_BATCH_MAX=1 run).
+ * skips the full-table scenario), --baseline (on; --no-baseline skips the WEBHOOK_BATCH_MAX=1 run),
+ * --env KEY=VALUE (repeatable; server configuration for every scenario). The server's Node options:
+ * BENCH_SERVER_NODE_OPTIONS (e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof').
  * The database server is TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
  * Results go to docs/performance.md by hand, with the machine they ran on.
  */
@@ -22,7 +24,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '8,32' },
     preload: { type: 'string', default: '1000000' },
     baseline: { type: 'boolean', default: true },
-    'no-baseline': { type: 'boolean', default: false }
+    'no-baseline': { type: 'boolean', default: false },
+    env: { type: 'string', multiple: true, default: [] }
   }
 })
 const base = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
@@ -30,6 +33,8 @@ const runs = Number(values.runs)
 const connectionList = values.connections.split(',').map(Number)
 const preloadEvents = Number(values.preload)
 const baseline = values.baseline && !values['no-baseline']
+// --env KEY=VALUE (repeatable): server configuration for every scenario, e.g. --env WEBHOOK_BATCH_CONCURRENCY=2.
+const serverEnv = Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
 const token = 'bench_token_' + randomBytes(8).toString('hex')
 
 const stream = buildStream({ ...REALISTIC, messages: Number(values.messages) }, token)
@@ -40,17 +45,17 @@ const rows: Row[] = []
 
 async function scenario (run: number, label: string, connections: number, env: Record<string, string> = {}, preloaded = 0): Promise<void> {
   const db = await freshDatabase(base)
-  const server = await startBenchServer(db.url, token, env)
+  const server = await startBenchServer(db.url, token, { ...serverEnv, ...env })
   try {
     if (preloaded > 0) {
       const t0 = Date.now()
       await preload(db.url, preloaded)
       console.log(`  preloaded ${preloaded} events in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
     }
-    const result = await replay(server, stream, connections, label)
+    const result = await replay(server, stream, connections, label, db.url)
     const check = await checkDatabase(db.url, stream, result.acknowledged)
     rows.push({ ...result, ...check, run })
-    console.log(`  run ${run} ${label} @${connections}: ${result.perSecond}/s p50 ${result.p50} ms p99 ${result.p99} ms non-2xx ${result.non2xx} errors ${result.errors} cpu ${result.serverCpu} % rss ${result.peakRssMiB} MiB codes ${JSON.stringify(result.statusCodes)}; lost ${check.lost} doubled ${check.doubled} wrong ${check.wrongStatus}`)
+    console.log(`  run ${run} ${label} @${connections}: ${result.perSecond}/s p50 ${result.p50} ms p99 ${result.p99} ms non-2xx ${result.non2xx} errors ${result.errors} cpu ${result.serverCpu} % (${result.serverCpuUsPerCallback} µs/callback) db cpu ${result.dbCpu ?? '?'} % (${result.dbCpuUsPerCallback ?? '?'} µs/callback) rss ${result.peakRssMiB} MiB codes ${JSON.stringify(result.statusCodes)}; lost ${check.lost} doubled ${check.doubled} wrong ${check.wrongStatus}`)
   } finally {
     await server.stop()
     await db.drop()
@@ -70,11 +75,11 @@ for (const r of rows) {
   groups.set(key, [...(groups.get(key) ?? []), r])
 }
 console.log(`\nmedian of ${runs} run(s); each run sends every callback once`)
-console.log('| scenario | connections | callbacks/s | p50 ms | p99 ms | non-2xx | lost | wrong final status | server CPU % | peak RSS MiB | runs (callbacks/s) |')
-console.log('|---|---|---|---|---|---|---|---|---|---|---|')
+console.log('| scenario | connections | callbacks/s | p50 ms | p99 ms | non-2xx | lost | wrong final status | server CPU % (µs/callback) | database CPU % (µs/callback) | peak RSS MiB | runs (callbacks/s) |')
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|')
 for (const [key, rs] of groups) {
   const [label, connections] = key.split(' | ')
-  console.log(`| ${label} | ${connections} | ${median(rs.map((r) => r.perSecond))} | ${median(rs.map((r) => r.p50))} | ${median(rs.map((r) => r.p99))} | ${rs.reduce((n, r) => n + r.non2xx + r.errors, 0)} | ${rs.reduce((n, r) => n + r.lost + r.doubled, 0)} | ${rs.reduce((n, r) => n + r.wrongStatus, 0)} | ${median(rs.map((r) => r.serverCpu))} | ${median(rs.map((r) => r.peakRssMiB))} | ${rs.map((r) => r.perSecond).join(' / ')} |`)
+  console.log(`| ${label} | ${connections} | ${median(rs.map((r) => r.perSecond))} | ${median(rs.map((r) => r.p50))} | ${median(rs.map((r) => r.p99))} | ${rs.reduce((n, r) => n + r.non2xx + r.errors, 0)} | ${rs.reduce((n, r) => n + r.lost + r.doubled, 0)} | ${rs.reduce((n, r) => n + r.wrongStatus, 0)} | ${median(rs.map((r) => r.serverCpu))} (${median(rs.map((r) => r.serverCpuUsPerCallback))}) | ${rs[0].dbCpu === null ? '?' : `${median(rs.map((r) => r.dbCpu ?? 0))} (${median(rs.map((r) => r.dbCpuUsPerCallback ?? 0))})`} | ${median(rs.map((r) => r.peakRssMiB))} | ${rs.map((r) => r.perSecond).join(' / ')} |`)
 }
 const bad = rows.some((r) => r.lost + r.doubled + r.wrongStatus > 0)
 if (bad) {

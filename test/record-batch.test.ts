@@ -4,9 +4,10 @@ import t from 'tap'
 import type { Database } from '../src/db/database.ts'
 import { twilioCallbackToEvent } from '../src/domain/twilio-callback.ts'
 import { AppError } from '../src/errors.ts'
-import { recordEvents, type IncomingEvent, type RecordedEvent } from '../src/ingest/record-events.ts'
+import { recordBatch, recordEvents, type IncomingEvent, type RecordedEvent } from '../src/ingest/record-events.ts'
 import { createRecorder, recordingFailure } from '../src/ingest/recorder.ts'
 import { ACCOUNT_SID, SUB_ACCOUNT_SID, SUB_ACCOUNT_TOKEN, buildTestApp, messageSid, postCallback, smsCallback } from './helpers/app.ts'
+import { openDatabase } from '../src/db/connect.ts'
 import { createTestDatabase } from './helpers/database.ts'
 
 const event = (sid: string, status: string, extra: Record<string, string> = {}): IncomingEvent =>
@@ -29,6 +30,28 @@ t.test('recordEvents records a batch in a constant number of statements', async 
   const mixed = await count([event(sid, 'sent'), event(sid, 'delivered'), event(sid, 'sent'), event(messageSid(), 'queued')])
   t.equal(many, one, `200 events take as many statements as 1 (${one}: BEGIN, upsert, insert, update, COMMIT)`)
   t.equal(mixed, one, 'so do several events of one message and a duplicate inside the batch')
+})
+
+t.test('recording a batch reads messages by index, never by scanning the table', async (t) => {
+  // The status update once joined jsonb_to_recordset (which the planner guesses at 100 rows) to
+  // `messages` with a hash join over a sequential scan: on a table of a few thousand rows that was
+  // most of the database's CPU per batch (docs/performance.md), and it grew with the table.
+  const { db } = await createTestDatabase(t)
+  await sql`insert into messages (sid, provider, channel, status, status_rank)
+    select 'SM' || md5(g::text), 'twilio', 'sms', 'sent', 2 from generate_series(1, 2000) g`.execute(db)
+  await sql`analyze messages`.execute(db)
+  const known = (await db.selectFrom('messages').select('sid').orderBy('sid').limit(3).execute()).map((r) => r.sid)
+  const scans = await db.transaction().execute(async (trx) => {
+    const seqScans = async (): Promise<number> => Number((await sql<{ n: string }>`
+      select coalesce(seq_scan, 0)::text as n from pg_stat_xact_user_tables where relname = 'messages'`.execute(trx)).rows[0]?.n ?? 0)
+    const before = await seqScans()
+    // Seven batches: past PostgreSQL's switch from custom to generic plans of prepared statements.
+    for (const status of ['sent', 'delivered', 'read', 'failed', 'undelivered', 'canceled', 'accepted']) {
+      await recordBatch(trx, [...known.map((sid) => event(sid, status)), event(messageSid(), 'sent'), event(known[0], 'read')])
+    }
+    return await seqScans() - before
+  })
+  t.equal(scans, 0, 'no sequential scan of messages while recording batches of existing and new messages')
 })
 
 t.test('recordEvents folds several events of one message in one batch, in order, and reports each', async (t) => {
@@ -102,4 +125,21 @@ t.test('POST /webhooks/twilio/status: a callback signed for another account than
   const metrics = await app.inject({ method: 'GET', url: '/metrics' })
   t.match(metrics.body, /tidings_webhooks_total\{provider="twilio",outcome="account_mismatch"\} 1/)
   await sql`select 1`.execute(db)
+})
+
+t.test('the recording statements are prepared once per connection, and survive a migration adding a column', async (t) => {
+  const { db, url } = await createTestDatabase(t)
+  // One connection, so what it has prepared is what pg_prepared_statements shows.
+  const one = await openDatabase({ databaseUrl: url, poolMax: 1 })
+  t.teardown(async () => { await one.close() })
+  const record = async (): Promise<void> => { await recordEvents(one.db, [event(messageSid(), 'sent'), event(messageSid(), 'queued')]) }
+  await record()
+  const prepared = (await sql<{ name: string }>`select name from pg_prepared_statements order by name`.execute(one.db)).rows.map((r) => r.name)
+  t.same(prepared, ['tidings_insert_events', 'tidings_upsert_messages'], 'the two inserts (the update needs a custom plan: see applyStatusChanges)')
+  for (let i = 0; i < 7; i++) await record() // past PostgreSQL's switch to a generic plan (after 5 runs)
+  // Another replica's migration adds a column while this connection holds the prepared statements:
+  // the upsert returns listed columns, not `*`, so its result type does not change.
+  await sql`alter table messages add column added_by_a_later_migration text`.execute(db)
+  await record()
+  t.equal(Number((await sql<{ n: string }>`select count(*)::text as n from messages`.execute(db)).rows[0].n), 18)
 })

@@ -294,7 +294,9 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     migrateOnStart: parsed.MIGRATE_ON_START,
     webhookBatch: {
       max: parsed.WEBHOOK_BATCH_MAX,
-      concurrency: parsed.WEBHOOK_BATCH_CONCURRENCY ?? Math.max(1, Math.floor(parsed.DATABASE_POOL_MAX / 2))
+      // Two, not more: fewer, larger batches cost the database and the server less per callback
+      // (docs/performance.md), and the second keeps callbacks moving while one waits on a lock.
+      concurrency: parsed.WEBHOOK_BATCH_CONCURRENCY ?? Math.max(1, Math.min(2, Math.floor(parsed.DATABASE_POOL_MAX / 2)))
     },
     resendWebhookSecrets,
     publicBaseUrl: (parsed.PUBLIC_BASE_URL ?? `http://localhost:${parsed.PORT}`).replace(/\/+$/, ''),

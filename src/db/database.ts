@@ -221,6 +221,51 @@ export interface Database {
 }
 
 export type MessageRow = Selectable<MessagesTable>
+
+/**
+ * Every column of `messages`, in a fixed order: for statements that return whole rows without `*`
+ * (prepared statements must not change their result type when a migration adds a column). The
+ * `satisfies` makes the type check fail when a column is added to `MessagesTable` and not here.
+ */
+export const MESSAGE_COLUMNS = Object.keys({
+  sid: true,
+  provider: true,
+  channel: true,
+  account_sid: true,
+  messaging_service_sid: true,
+  from_address: true,
+  to_address: true,
+  fallback: true,
+  fallback_of: true,
+  fallback_sid: true,
+  status: true,
+  status_rank: true,
+  error_code: true,
+  error_message: true,
+  body: true,
+  external_id: true,
+  metadata: true,
+  sent_at: true,
+  delivered_at: true,
+  read_at: true,
+  failed_at: true,
+  created_at: true,
+  updated_at: true,
+  subject: true,
+  recipients: true,
+  tags: true,
+  bounced_at: true,
+  complained_at: true,
+  first_opened_at: true,
+  open_count: true,
+  first_clicked_at: true,
+  click_count: true,
+  reconciled_at: true,
+  reconcile_attempts: true,
+  reconcile_gave_up_at: true,
+  reconcile_read_checks: true
+} satisfies Record<keyof MessagesTable, true>) as ReadonlyArray<keyof MessagesTable>
+
 export type NewMessageRow = Insertable<MessagesTable>
 export type MessageUpdate = Updateable<MessagesTable>
 export type MessageEventRow = Selectable<MessageEventsTable>
