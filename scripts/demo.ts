@@ -7,6 +7,8 @@
  * timeline as read back through the REST API. Exits 0 when every message ends as expected.
  * Every request waits out 503/429 (Retry-After) and every answer is reported, never assumed, so a
  * busy machine makes the demo slower, not wrong.
+ * With `--serve` (`npm run demo -- --serve`), it then keeps Tidings running on the demo's data and
+ * prints the operator console's URL and an API key to log in with, until Ctrl-C.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -22,6 +24,7 @@ import { jobQueueConnectionOf } from '../src/fallback/queue.ts'
 import { startFakeTwilio } from '../test/fakes/fake-twilio.ts'
 import { ARROW, heading, printLogLine, request } from './demo-http.ts'
 import { replayResendStream } from './demo-resend.ts'
+import { startWebhooksDemo, webhooksDemoEnv } from './demo-webhooks-out.ts'
 
 const ACCOUNT_SID = 'AC' + 'd'.repeat(32)
 const AUTH_TOKEN = 'demo_auth_token_' + randomBytes(8).toString('hex')
@@ -107,7 +110,8 @@ const config = loadConfig({
   TWILIO_ACCOUNT_SID: ACCOUNT_SID,
   TWILIO_AUTH_TOKEN: AUTH_TOKEN,
   API_KEYS: `demo:${API_KEY}`,
-  RESEND_WEBHOOK_SECRET: RESEND_SECRET
+  RESEND_WEBHOOK_SECRET: RESEND_SECRET,
+  ...webhooksDemoEnv()
 })
 const postgres = await startEmbeddedPostgres(dataDir)
 // Patient pool: on a busy machine a connection can take seconds, which is no reason to refuse.
@@ -127,6 +131,7 @@ try {
   console.log(heading('Tidings'))
   console.log(`  listening at ${address}, on an embedded PostgreSQL in ${dataDir}`)
   console.log(`  a FAKE Twilio REST API (a stand-in, not Twilio) at ${fake.url} receives the SMS fallbacks`)
+  const webhooksOut = await startWebhooksDemo(address, API_KEY, (line) => console.log(`  ${line}`))
 
   console.log(heading('Twilio status callbacks, each signed like Twilio signs them'))
   for (const step of stream) {
@@ -186,6 +191,14 @@ try {
   } catch (err) {
     failures++
     console.log(`  ✘ ${(err as Error).message}`)
+  }
+  console.log(heading('Outbound webhooks, each verified with standardwebhooks'))
+  failures += await webhooksOut.report((line) => console.log(line === '' ? '' : `  ${line}`))
+  if (process.argv.includes('--serve')) {
+    console.log(heading('Operator console, on the demo\'s data'))
+    console.log(`  open ${address}/console/ and log in with the API key ${API_KEY}`)
+    console.log('  press Ctrl-C to stop')
+    await new Promise((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve) })
   }
   await app.close()
 } finally {

@@ -3,8 +3,10 @@
  * in DATA_DIR, shared with a running server). Prints each message whose status
  * changed (`sid: old → new`) and a summary, then exits 0; exits 1 when the configuration is invalid.
  * It reads the same variables as the server. A WhatsApp failure it finds gets its SMS fallback
- * queued; a running Tidings process sends it.
+ * queued, and every change its outbound-webhook deliveries (with WEBHOOK_SECRETS_KEY set); a
+ * running Tidings process sends them.
  */
+import { webhookRecordHooks } from '../src/delivery/on-recorded.ts'
 import { createFallbackQueues, createFallbackService } from '../src/fallback/service.ts'
 import { createJobQueue, jobQueueConnectionOf } from '../src/fallback/queue.ts'
 import { createRecorder } from '../src/ingest/recorder.ts'
@@ -19,7 +21,9 @@ try {
   await boss.start()
   await createFallbackQueues(boss, config)
   const recorder = createRecorder({ db: database.db, maxBatch: 1, concurrency: 1 })
+  // The same hooks as the server's recorder (src/app.ts), so a change found here is treated alike.
   recorder.use(createFallbackService(config, database.db, boss, log).hooks)
+  if (config.webhooksOut.secretsKeys.length > 0) recorder.use(webhookRecordHooks())
   const summary = await runReconcile(reconcileDepsOf(config, database.db, recorder, log), config.reconcile)
   for (const c of summary.changed) console.log(`${c.sid} (${c.provider}): ${c.before ?? 'no status'} → ${c.after ?? 'no status'}`)
   const o = summary.outcomes

@@ -25,6 +25,8 @@ import rateLimit from '@fastify/rate-limit'
 import { loadShedding } from './plugins/load-shedding.ts'
 import { storableBody } from './plugins/storable-body.ts'
 import { metricsRoutes } from './routes/metrics.ts'
+import { createWebhooksOut } from './delivery/service.ts'
+import { subscriptionRoutes } from './routes/subscriptions.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { healthRoutes } from './routes/health.ts'
 import { createRecorder, type Recorder } from './ingest/recorder.ts'
@@ -33,6 +35,11 @@ import { sendRoutes } from './routes/send.ts'
 import { statsRoutes } from './routes/stats.ts'
 import { twilioClientsOf } from './providers/twilio-rest.ts'
 import { streamRoutes } from './routes/stream.ts'
+import cookie from '@fastify/cookie'
+import { consoleRoutes } from './routes/console.ts'
+import { statsTimeseriesRoutes } from './routes/stats-timeseries.ts'
+import { statsRollup } from './plugins/stats-rollup.ts'
+import { findSession } from './db/console-sessions.ts'
 import { EventHub } from './stream/event-hub.ts'
 import { twilioStatusRoutes } from './webhooks/twilio-status.ts'
 import { resendWebhookRoutes } from './webhooks/resend.ts'
@@ -100,6 +107,14 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   // The one recorder: every path that records events goes through it, with every hook.
   const recorder = createRecorder({ db: deps.db, metrics, maxBatch: config.webhookBatch.max, concurrency: config.webhookBatch.concurrency })
   if (fallback !== undefined) recorder.use(fallback.hooks)
+  // Outbound status webhooks (docs/webhooks-out.md), on when WEBHOOK_SECRETS_KEY is set: its hook
+  // writes the deliveries of every recorded batch in the recording transaction.
+  const webhooksOut = config.webhooksOut.secretsKeys.length === 0 ? undefined : createWebhooksOut({ config: config.webhooksOut, db: deps.db, log: app.log, metrics, listen: deps.listen })
+  if (webhooksOut !== undefined) {
+    recorder.use(webhooksOut.hooks)
+    app.addHook('onReady', async () => { await webhooksOut.start() })
+    app.addHook('preClose', async () => { await webhooksOut.stop() })
+  }
   app.decorate('recorder', recorder)
   if (jobs !== undefined && fallback !== undefined) {
     // pg-boss reports background failures (maintenance, polling) as events; unhandled they would crash.
@@ -146,6 +161,11 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   await app.register(healthRoutes, { db: deps.db, version: pkg.version })
   await app.register(docsRoutes)
   await app.register(metricsRoutes, { config, metrics })
+  // The operator console (README "Console"): browser files, session login/logout, and the rollup
+  // behind /v1/stats/timeseries.
+  await app.register(cookie)
+  await app.register(consoleRoutes, { db: deps.db, keys: config.apiKeys, publicBaseUrl: config.publicBaseUrl, sessionTtlMs: config.console.sessionTtlMs })
+  await app.register(statsRollup, { db: deps.db, intervalMs: config.console.statsRefreshIntervalMs, lookbackMs: config.console.statsRefreshLookbackMs })
   // Resend email events: only when a signing secret is configured (see RESEND_WEBHOOK_SECRET).
   if (config.resendWebhookSecrets.length > 0) {
     await app.register(resendWebhookRoutes, { secrets: config.resendWebhookSecrets, db: deps.db, recorder, metrics, bodyLimit: config.limits.resendMaxBodyBytes })
@@ -166,7 +186,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   // Heavy reads queue here, not on the database's connections (docs/reliability.md).
   const statsLimit = new ConcurrencyLimit({ max: config.resilience.statsMaxConcurrent, maxWaitMs: config.resilience.statsMaxWaitMs, what: 'statistics requests' })
   await app.register(async (v1) => {
-    await v1.register(apiKeyAuth, { keys: config.apiKeys })
+    await v1.register(apiKeyAuth, { keys: config.apiKeys, session: async (token) => (await findSession(readDb, config.apiKeys, token))?.apiKeyName })
     await v1.register(storableBody, { metrics })
     // Per API key, after authentication (preHandler), per process. Webhooks are outside /v1.
     await v1.register(rateLimit, {
@@ -188,7 +208,9 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
       idempotencyLeaseMs: 2 * config.twilioRequestTimeoutMs + 5_000
     })
     await v1.register(statsRoutes, { db: readDb, limit: statsLimit })
+    await v1.register(statsTimeseriesRoutes, { db: readDb, limit: statsLimit })
     await v1.register(streamRoutes, { hub, heartbeatMs: config.streamHeartbeatS * 1000, maxBufferBytes: config.streamMaxBufferBytes, streamsPerKey: config.limits.streamsPerKey })
+    await v1.register(subscriptionRoutes, { db: deps.db, readDb, config: config.webhooksOut })
   }, { prefix: '/v1' })
 
   return app

@@ -4,12 +4,16 @@
  */
 export const ERROR_STATUS = {
   invalid_payload: 400,
+  invalid_webhook_url: 400,
   unauthorized: 401,
   invalid_signature: 403,
   unknown_account: 403,
   account_mismatch: 403,
+  read_only_session: 403,
+  origin_mismatch: 403,
   message_not_found: 404,
   not_found: 404,
+  subscription_not_found: 404,
   idempotency_in_progress: 409,
   registration_conflict: 409,
   payload_too_large: 413,
@@ -23,7 +27,8 @@ export const ERROR_STATUS = {
   /** Twilio accepted a message Tidings could not record (500 when the database refused its data). */
   send_not_recorded: 503,
   overloaded: 503,
-  internal_error: 500
+  internal_error: 500,
+  webhooks_not_configured: 501
 } as const
 
 export type ErrorCode = keyof typeof ERROR_STATUS

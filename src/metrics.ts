@@ -5,6 +5,7 @@ import { sql, type Kysely } from 'kysely'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Database } from './db/database.ts'
 import { RESEND_STATUS_RANK, TWILIO_STATUS_RANK } from './domain/status-precedence.ts'
+import { createDeliveryMetrics, type DeliveryMetrics } from './delivery/metrics.ts'
 
 /**
  * A status as a metrics label: the statuses Tidings knows, else `other`. Providers add statuses
@@ -21,7 +22,7 @@ export function statusLabel (status: string): string {
 /** Webhook outcomes, as counted in `tidings_webhooks_total{provider,outcome}`. */
 export type WebhookOutcome = 'accepted' | 'duplicate' | 'invalid_signature' | 'unknown_account' | 'account_mismatch' | 'invalid_payload' | 'unavailable' | 'ignored'
 
-export interface Metrics {
+export interface Metrics extends DeliveryMetrics {
   registry: Registry
   webhooks: Counter<'provider' | 'outcome'>
   events: Counter<'channel' | 'status'>
@@ -173,6 +174,8 @@ export function createMetrics (poolStats?: () => PoolStats, db?: Kysely<Database
     }))
   }
   return {
+    // Outbound status webhooks (src/delivery/metrics.ts).
+    ...createDeliveryMetrics(registry, db, more.cacheMs ?? METRICS_DATABASE_CACHE_MS),
     httpDuration: new Histogram({
       name: 'tidings_http_request_duration_seconds',
       help: 'HTTP request latency by method, route and status code',

@@ -13,6 +13,7 @@ t.test('npm run demo: starts on the embedded PostgreSQL with the FAKE Twilio API
   t.match(stdout, /✔ SMS fallback of the 63049 WhatsApp message/)
   t.match(stdout, /Every message ended in the right status\./)
   t.notMatch(stdout + stderr, /^\s*\{"level"/m, 'no raw JSON log line')
-  t.same(stdout.match(/^== .+$/gm)?.map((h) => h.slice(3).split(/[ ,]/)[0]), ['Tidings', 'Twilio', 'SMS', 'What', 'Resend'], 'one heading per part')
+  t.same(stdout.match(/^== .+$/gm)?.map((h) => h.slice(3).split(/[ ,]/)[0]), ['Tidings', 'Twilio', 'SMS', 'What', 'Resend', 'Outbound'], 'one heading per part')
+  t.match(stdout, /✔ every delivery verified with standardwebhooks/)
   t.notMatch(stdout, /->/, 'one kind of arrow')
 })

@@ -3,10 +3,12 @@ import { getHeapStatistics } from 'node:v8'
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import { parseFallbackConfig, type FallbackConfig } from './fallback.ts'
+import { parseWebhooksOutConfig, WebhooksOutEnv, type WebhooksOutConfig } from './webhooks-out.ts'
 import { parseMaintenanceConfig, type ReconcileConfig, type RetentionConfig } from './maintenance.ts'
 import { LimitsEnvSchema, parseLimitsConfig, placeholderProblems, type LimitsConfig } from './limits.ts'
 import { parseReconcileReadConfig, ReconcileReadEnv, type ReconcileReadConfig } from './reconcile-read.ts'
 import { ResilienceEnv, parseResilienceConfig, type ResilienceConfig } from './resilience.ts'
+import { ConsoleEnvSchema, parseConsoleConfig, type ConsoleConfig } from './console.ts'
 
 /**
  * Every environment variable Tidings reads, validated once at start-up by env-schema
@@ -68,7 +70,11 @@ export const EnvSchema = Type.Object({
   IDEMPOTENCY_TTL_HOURS: Type.Number({ minimum: 0.01, maximum: 24 * 30, default: 24 }),
   ...LimitsEnvSchema,
   // --- database faults and load isolation (src/config/resilience.ts) ---
-  ...ResilienceEnv
+  ...ResilienceEnv,
+  // --- outbound status webhooks (src/config/webhooks-out.ts) ---
+  ...WebhooksOutEnv,
+  // --- operator console (src/config/console.ts) ---
+  ...ConsoleEnvSchema
 })
 
 export type Env = Static<typeof EnvSchema>
@@ -154,6 +160,10 @@ export interface Config {
   limits: LimitsConfig
   /** Start-up waiting, the read pool, heavy-read limits, the `/metrics` cache. */
   resilience: ResilienceConfig
+  /** Outbound status webhooks (`WEBHOOK_*`, docs/webhooks-out.md). */
+  webhooksOut: WebhooksOutConfig
+  /** Operator console: sessions and the statistics rollup (`CONSOLE_*`). */
+  console: ConsoleConfig
 }
 
 export class ConfigError extends Error {
@@ -265,6 +275,8 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   const apiKeys = parseApiKeys(parsed.API_KEYS, problems)
   const resendWebhookSecrets = parseResendSecrets(parsed, problems)
   const resilience = parseResilienceConfig(parsed, problems)
+  const webhooksOut = parseWebhooksOutConfig(parsed, problems)
+  const consoleConfig = parseConsoleConfig(parsed, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   return {
     port: parsed.PORT,
@@ -302,7 +314,9 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     streamMaxBufferBytes: parsed.STREAM_MAX_BUFFER_BYTES,
     idempotencyTtlMs: Math.round(parsed.IDEMPOTENCY_TTL_HOURS * 3600_000),
     limits: parseLimitsConfig(parsed),
-    resilience
+    resilience,
+    webhooksOut,
+    console: consoleConfig
   }
 }
 

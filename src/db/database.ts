@@ -170,7 +170,49 @@ export interface IdempotencyKeysTable {
 }
 export type IdempotencyRow = Selectable<IdempotencyKeysTable>
 
+/** A console browser session (`src/db/console-sessions.ts`); only the token's SHA-256 is stored. */
+export interface ConsoleSessionsTable {
+  token_hash: Buffer
+  api_key_name: string
+  /** SHA-256 of the API key the session was created with. */
+  api_key_hash: Buffer
+  created_at: DefaultTimestamp
+  expires_at: Timestamp
+}
+
+/** The statistics rollup (`src/db/stats-rollup.ts`): one row per hour, channel, outcome and delivery-time bucket. */
+export interface StatsHourlyTable {
+  hour: Timestamp
+  channel: Channel
+  outcome: 'delivered' | 'failed' | 'pending'
+  latency_bucket: number
+  messages: number
+  whatsapp_read: number
+  email_opened: number
+  fallbacks_sent: number
+  fallbacks_recovered: number
+}
+
+/** Failed messages per hour, channel and error code (`''`: none). */
+export interface StatsHourlyErrorsTable {
+  hour: Timestamp
+  channel: Channel
+  error_code: string
+  messages: number
+}
+
+/** One row: hours before `rolled_until` are in the rollup. */
+export interface StatsRollupStateTable {
+  id: Generated<boolean>
+  rolled_until: Timestamp | null
+  refreshed_at: Timestamp | null
+}
+
 export interface Database {
+  console_sessions: ConsoleSessionsTable
+  stats_hourly: StatsHourlyTable
+  stats_hourly_errors: StatsHourlyErrorsTable
+  stats_rollup_state: StatsRollupStateTable
   messages: MessagesTable
   idempotency_keys: IdempotencyKeysTable
   fallbacks: FallbacksTable

@@ -7,14 +7,14 @@
  *    messages sent by other systems are tracked too), fills fields they lacked, and locks every
  *    message of the batch in `sid` order, so concurrent batches serialise per message and never
  *    deadlock on each other. It is the transaction's first write, so the transaction holds its xid
- *    before it takes any event id (the live stream's horizon relies on that: `src/stream/event-hub.ts`).
+ *    before it takes any event id (the live stream's horizon relies on that: `src/stream/horizon.ts`).
  * 2. `insertEvents`: one multi-row insert with `ON CONFLICT DO NOTHING RETURNING`: the UNIQUE
  *    `(message_sid, message_status)` (and `svix_id`) makes a duplicate a no-op.
  * 3. The status is folded in TypeScript with the precedence rule (`applyEvent`); several events of
  *    one message in one batch fold in order.
  * 4. `applyStatusChanges`: one multi-row update of the messages whose state moved.
  * 5. `RecordHooks.onRecorded`, once per batch with the new events: features that must commit or
- *    roll back together with the events (the WhatsApp → SMS fallback) plug in there.
+ *    roll back together with the events (the WhatsApp → SMS fallback, outbound webhooks) plug in there.
  * Callers acknowledge only after this resolves (the transaction committed).
  *
  * A callback must come from the message's account: an event whose `AccountSid` differs from the

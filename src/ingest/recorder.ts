@@ -1,6 +1,6 @@
 /**
  * The one recorder of the app. `buildApp` creates it once with every recording hook combined (the
- * WhatsApp → SMS fallback today, outbound webhooks next) and hands it to every path that records
+ * WhatsApp → SMS fallback, outbound webhooks) and hands it to every path that records
  * events: the Twilio and Resend webhooks, reconciliation, `POST /v1/messages`, the fallback
  * worker. A path can therefore not forget a hook, and a new hook reaches every path.
  *

@@ -11,6 +11,7 @@
 import { sql, type Kysely } from 'kysely'
 import type { Database } from '../db/database.ts'
 import type { Metrics } from '../metrics.ts'
+import { deleteFinishedDeliveries } from '../delivery/retention.ts'
 
 /** The tables retention deletes from, each by its `received_at`. */
 export const RETENTION_TABLES = ['message_events', 'email_engagements'] as const
@@ -48,5 +49,7 @@ export async function runRetention (db: Kysely<Database>, opts: RetentionOptions
       await new Promise((resolve) => setTimeout(resolve, opts.pauseMs ?? 50))
     }
   }
+  // Outbound webhooks: finished deliveries by age, and the change log the dispatcher has read.
+  await deleteFinishedDeliveries(db, cutoff, { ...opts, batchSize })
   return deleted
 }

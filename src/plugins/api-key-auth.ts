@@ -2,6 +2,10 @@
  * Bearer API-key authentication for the `/v1` routes. Keys are held as SHA-256 digests and
  * compared in constant time against every configured key (no early exit), so neither the key
  * nor which key matched leaks through timing. The key's name is logged with the request.
+ *
+ * With `session`, a request without an `Authorization` header may instead carry the console's
+ * session cookie (`src/routes/console.ts`), for GET/HEAD only: a cookie is sent by the browser on
+ * its own, so it must never be able to change anything (no sending, no subscription changes).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -15,6 +19,9 @@ declare module 'fastify' {
     apiKeyName?: string
   }
 }
+
+/** Name of the console's session cookie. */
+export const SESSION_COOKIE = 'tidings_session'
 
 /** The name of the key matching `presented`, or `undefined`. Constant time over all keys. */
 export function matchApiKey (keys: readonly ApiKey[], presented: string): string | undefined {
@@ -31,9 +38,24 @@ export function matchApiKey (keys: readonly ApiKey[], presented: string): string
  * `Authorization: Bearer <key>`.
  * @throws {AppError} `unauthorized` (401) when the header is missing, malformed or the key unknown.
  */
-export const apiKeyAuth = fp(async function apiKeyAuth (app: FastifyInstance, opts: { keys: readonly ApiKey[] }) {
+export const apiKeyAuth = fp(async function apiKeyAuth (app: FastifyInstance, opts: {
+  keys: readonly ApiKey[]
+  /** Looks a session cookie up (`findSession`); without it, cookies are ignored. */
+  session?: (token: string) => Promise<string | undefined>
+}) {
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     const header = request.headers.authorization
+    const cookie = request.cookies?.[SESSION_COOKIE]
+    if (header === undefined && cookie !== undefined && cookie !== '' && opts.session !== undefined) {
+      if (request.method !== 'GET' && request.method !== 'HEAD') {
+        throw new AppError('read_only_session', 'A console session can only read; send an API key as "Authorization: Bearer <key>" to change anything')
+      }
+      const sessionKey = await opts.session(cookie)
+      if (sessionKey === undefined) throw new AppError('unauthorized', 'The console session has expired or ended; log in again with an API key')
+      request.apiKeyName = sessionKey
+      request.log = reply.log = request.log.child({ apiKey: sessionKey, session: true })
+      return
+    }
     const m = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header)
     const name = m === null ? undefined : matchApiKey(opts.keys, m[1])
     if (name === undefined) {

@@ -2,15 +2,9 @@
  * The event hub: one per process, it tails `message_events` in id order and fans new events out
  * to stream subscribers, gap-free and resumable by event id on any replica.
  *
- * Why a "safe horizon": ids are taken from a sequence when a row is inserted, but transactions
- * commit in any order, so a reader that simply asks for `id > last` can pass over an id whose
- * transaction commits later. The hub emits ids only up to a horizon below which every id is final:
- * it reads the sequence's last value L, then takes a fresh transaction id X of its own
- * (`pg_current_xact_id()`). Every transaction that took an id <= L took its xid earlier (with its
- * first write, the message upsert), so its xid is < X; once the oldest running xid is >= X
- * (`pg_snapshot_xmin(pg_current_snapshot()) >= X`), every id <= L is committed or never will be.
- * (A snapshot's xmax is not enough: it is "latest completed + 1", and a running transaction can
- * hold a higher xid.) One query per wake-up serves every subscriber.
+ * It emits ids only up to the safe horizon of `message_events` (`./horizon.ts` says why a plain
+ * `id > last` would skip ids whose transactions commit late). One query per wake-up serves every
+ * subscriber.
  *
  * Wake-ups: a NOTIFY from the `message_events` trigger (PostgreSQL LISTEN), and a poll as a
  * safety net.
@@ -19,6 +13,8 @@ import { sql, type Kysely } from 'kysely'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../db/database.ts'
 import { isDatabaseUnavailableError } from '../db/errors.ts'
+import { Horizon } from './horizon.ts'
+import { twilioErrorMeaning } from '../domain/twilio-error-codes.ts'
 
 /** One event as streamed. */
 export interface StreamEvent {
@@ -31,6 +27,10 @@ export interface StreamEvent {
   source: string
   /** The message's current status when the event was read. */
   current_status: string | null
+  /** Recipient (E.164 or e-mail address), from the event or else the message (added for the console). */
+  to: string | null
+  /** What `error_code` means, when Tidings knows it (added for the console). */
+  error_meaning: string | null
 }
 
 export interface StreamFilter {
@@ -71,6 +71,7 @@ export async function readEvents (db: Kysely<Database>, after: bigint, upTo: big
   let q = db.selectFrom('message_events as e')
     .innerJoin('messages as m', 'm.sid', 'e.message_sid')
     .select(['e.id', 'e.message_sid', 'e.message_status', 'e.channel', 'e.error_code', 'e.received_at', 'e.source', 'm.status'])
+    .select(sql<string | null>`coalesce(e.to_address, m.to_address)`.as('to'))
     .where(sql<boolean>`e.id > ${after.toString()}::bigint and e.id <= ${upTo.toString()}::bigint`)
   if (filter.channel !== undefined) q = q.where('e.channel', '=', filter.channel as never)
   if (filter.sid !== undefined) q = q.where('e.message_sid', '=', filter.sid)
@@ -83,7 +84,9 @@ export async function readEvents (db: Kysely<Database>, after: bigint, upTo: big
     error_code: r.error_code,
     received_at: r.received_at.toISOString(),
     source: r.source,
-    current_status: r.status
+    current_status: r.status,
+    to: r.to,
+    error_meaning: twilioErrorMeaning(r.error_code)
   }))
 }
 
@@ -96,8 +99,7 @@ export class EventHub {
   readonly #subscribers = new Set<Subscriber>()
   /** Highest id fanned out; `null` until the first horizon is known. */
   #emitted: bigint | null = null
-  /** Candidate horizons waiting for the transactions of their snapshot to end. */
-  #pending: Array<{ lastId: bigint, xid: bigint }> = []
+  readonly #horizon = new Horizon('message_events')
   #timer: NodeJS.Timeout | undefined
   #running: Promise<void> | undefined
   #again = false
@@ -227,7 +229,7 @@ export class EventHub {
     clearTimeout(this.#timer)
     this.#running = this.#tick().finally(() => {
       this.#running = undefined
-      if (this.#again) { this.#again = false; this.wake() } else this.#schedule(this.#pending.length > 0 ? this.#busyMs : this.#idleMs)
+      if (this.#again) { this.#again = false; this.wake() } else this.#schedule(this.#horizon.waiting ? this.#busyMs : this.#idleMs)
     })
   }
 
@@ -242,11 +244,11 @@ export class EventHub {
     if (this.#subscribers.size === 0) {
       // Nobody listens: forget the edge; the next subscriber starts from a fresh one.
       this.#emitted = null
-      this.#pending = []
+      this.#horizon.reset()
       return
     }
     try {
-      const horizon = await this.#advanceHorizon()
+      const horizon = await this.#horizon.advance(this.#db)
       if (horizon === null) return
       if (this.#emitted === null) { this.#emitted = horizon; return }
       while (this.#emitted < horizon) {
@@ -261,24 +263,5 @@ export class EventHub {
     } catch (err) {
       this.#log.warn({ err }, 'stream: reading events failed; will retry')
     }
-  }
-
-  /** Records a candidate horizon and returns the highest one now safe, or null. */
-  async #advanceHorizon (): Promise<bigint | null> {
-    // First the sequence, then our own xid: see the module comment for why the order matters.
-    const seq = await sql<{ last: string | null }>`
-      select pg_sequence_last_value(pg_get_serial_sequence('message_events', 'id')::regclass)::text as last`.execute(this.#db)
-    const now = await sql<{ xid: string, xmin: string }>`
-      select pg_current_xact_id()::text as xid, pg_snapshot_xmin(pg_current_snapshot())::text as xmin`.execute(this.#db)
-    const lastId = BigInt(seq.rows[0]?.last ?? '0')
-    const xid = BigInt(now.rows[0].xid)
-    const xmin = BigInt(now.rows[0].xmin)
-    const newest = this.#pending.at(-1)
-    if (newest === undefined || newest.lastId !== lastId) this.#pending.push({ lastId, xid })
-    let safe: bigint | null = null
-    while (this.#pending.length > 0 && this.#pending[0].xid <= xmin) {
-      safe = this.#pending.shift()?.lastId ?? safe
-    }
-    return safe
   }
 }

@@ -18,8 +18,8 @@ const ajv = new Ajv2020({ strict: false, allErrors: true })
 addFormats.default(ajv)
 ajv.addSchema({ ...spec, $id: 'openapi' } as object)
 
-/** Routes served outside the contract on purpose: Swagger UI's own pages and assets. */
-export const UNDOCUMENTED = [/^\/docs(\/|$)/]
+/** Routes served outside the contract on purpose: Swagger UI's own pages and assets, the console's files. */
+export const UNDOCUMENTED = [/^\/docs(\/|$)/, /^\/console(\/(?!session$).*)?$/]
 
 /** `/v1/messages/:sid` → `/v1/messages/{sid}` */
 export function toOpenApiPath (url: string): string {

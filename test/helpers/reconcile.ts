@@ -7,6 +7,7 @@ import { sql, type Kysely } from 'kysely'
 import type { ReconcileConfig } from '../../src/config/maintenance.ts'
 import type { Database, NewMessageRow } from '../../src/db/database.ts'
 import { createJobQueue } from '../../src/fallback/queue.ts'
+import { webhookRecordHooks } from '../../src/delivery/on-recorded.ts'
 import { createFallbackQueues, createFallbackService } from '../../src/fallback/service.ts'
 import { createRecorder } from '../../src/ingest/recorder.ts'
 import { runReconcile, type ReconcileSummary } from '../../src/maintenance/reconcile.ts'
@@ -38,6 +39,7 @@ export async function buildReconcileApp (t: TapLike, env: Record<string, string 
   await createFallbackQueues(boss, fx.config)
   const recorder = createRecorder({ db: fx.db, metrics: fx.app.metrics, maxBatch: 1, concurrency: 1 })
   recorder.use(createFallbackService(fx.config, fx.db, boss, fx.app.log).hooks)
+  if (fx.config.webhooksOut.secretsKeys.length > 0) recorder.use(webhookRecordHooks())
   const deps = reconcileDepsOf(fx.config, fx.db, recorder, fx.app.log, fx.app.metrics)
   return {
     ...fx,

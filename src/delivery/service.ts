@@ -1,0 +1,64 @@
+/**
+ * Outbound status webhooks in one process: the recorder's hook (status changes → deliveries, in the
+ * recording transaction), the dispatcher (committed fallback changes and engagement → deliveries)
+ * and the sender (deliveries → signed HTTP requests), started when the app is ready and stopped
+ * when it closes. See docs/webhooks-out.md.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import type { Kysely } from 'kysely'
+import type { WebhooksOutConfig } from '../config/webhooks-out.ts'
+import type { RecordHooks } from '../ingest/record-events.ts'
+import type { Metrics } from '../metrics.ts'
+import { Dispatcher } from './dispatcher.ts'
+import { createWebhookHttpClient } from './http-client.ts'
+import { webhookRecordHooks } from './on-recorded.ts'
+import { Sender } from './sender.ts'
+
+export interface WebhooksOut {
+  /** For `recorder.use`: every recorded batch enqueues its status deliveries. */
+  hooks: RecordHooks
+  start: () => Promise<void>
+  stop: () => Promise<void>
+}
+
+/** How long stopping waits for requests in flight; the rest go out again after their lease. */
+const STOP_WAIT_MS = 3000
+
+/**
+ * @param listen - subscribes to a NOTIFY channel (`DatabaseHandle.listen`); without it, polling only.
+ */
+export function createWebhooksOut (deps: {
+  config: WebhooksOutConfig
+  db: Kysely<any>
+  log: FastifyBaseLogger
+  metrics?: Metrics
+  listen?: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>
+}): WebhooksOut {
+  const { config, db, log } = deps
+  const http = createWebhookHttpClient(config, { connectionsPerOrigin: config.concurrencyPerSubscription })
+  const sender = new Sender({ db, log, config, http, metrics: deps.metrics })
+  const dispatcher = new Dispatcher({ db, log, pollIntervalMs: config.pollIntervalMs, onDeliveries: () => sender.wake() })
+  let unlisten: (() => Promise<void>) | undefined
+  return {
+    hooks: webhookRecordHooks(),
+    async start () {
+      if (deps.listen !== undefined) {
+        try {
+          // Recorded events commit with their deliveries: the sender has work. A fallback row
+          // written in the same transaction is in the change log: the dispatcher has work.
+          unlisten = await deps.listen('tidings_events', () => { sender.wake(); dispatcher.wake() })
+        } catch (err) {
+          log.warn({ err }, 'webhooks-out: LISTEN failed; polling only')
+        }
+      }
+      dispatcher.start()
+      sender.start()
+    },
+    async stop () {
+      await unlisten?.()
+      await dispatcher.stop()
+      await Promise.race([sender.stop(), new Promise((resolve) => setTimeout(resolve, STOP_WAIT_MS).unref())])
+      await http.close()
+    }
+  }
+}
