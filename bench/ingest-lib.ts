@@ -15,7 +15,7 @@ import autocannon from 'autocannon'
 import pg from 'pg'
 import twilio from 'twilio'
 import { rankOf } from '../src/domain/status-precedence.ts'
-import { startServer, type ServerProcess } from '../test/helpers/process.ts'
+import { startScriptV8Flags, startServer, type ServerProcess } from '../test/helpers/process.ts'
 
 export const BENCH_ACCOUNT_SID = 'AC' + 'f'.repeat(32)
 export const BENCH_PUBLIC_URL = 'https://hooks.example.com'
@@ -321,15 +321,6 @@ export async function startBenchServer (databaseUrl: string, token: string, env:
     NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim(),
     ...env
   }, 60_000, entry)
-}
-
-/**
- * The V8 flags (`--max-…`) of package.json's `start` script, so the bench runs the server as
- * `npm start` does (today `--max-semi-space-size=8`: docs/performance.md, Memory).
- */
-export function startScriptV8Flags (): string[] {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
-  return pkg.scripts.start.split(/\s+/).filter((arg) => /^--max-[a-z-]+=\d+$/.test(arg))
 }
 
 /**

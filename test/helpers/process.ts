@@ -1,6 +1,7 @@
 /**
  * Runs `node src/server.ts` as a child process and waits until it listens.
  */
+import { readFileSync } from 'node:fs'
 import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -93,4 +94,13 @@ export async function startServer (env: Record<string, string | undefined>, time
       return await exited
     }
   }
+}
+
+/**
+ * The V8 flags (`--max-…`) of package.json's `start` script, so the bench runs the server as
+ * `npm start` does (today `--max-semi-space-size=8`: docs/performance.md, Memory).
+ */
+export function startScriptV8Flags (): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
+  return pkg.scripts.start.split(/\s+/).filter((arg) => /^--max-[a-z-]+=\d+$/.test(arg))
 }
