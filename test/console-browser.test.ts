@@ -7,12 +7,14 @@
  */
 import path from 'node:path'
 import t from 'tap'
-import type { Kysely } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config/config.ts'
 import type { Database, NewMessageRow } from '../src/db/database.ts'
 import { API_KEY, contractChecker, messageSid, postSigned, smsCallback, testEnv } from './helpers/app.ts'
 import { openBrowser } from './helpers/browser.ts'
+import { eventually, subscribe, webhooksEnv } from './helpers/webhooks-out.ts'
+import { startReceiver } from './fakes/webhook-receiver.ts'
 import { startOwnPostgres } from './helpers/own-postgres.ts'
 import { openDatabase } from '../src/db/connect.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
@@ -87,12 +89,19 @@ t.test('the console in Chromium: login, live feed, search, message page, charts,
   const db = handle.db
   await migrateToLatest(db)
   await seedHistory(db)
-  // A WhatsApp message that failed and got an SMS fallback, recorded through real callbacks.
-  const config = loadConfig(testEnv({ PUBLIC_BASE_URL: 'https://hooks.example.com', LOG_LEVEL: 'silent' }))
+  // With outbound webhooks, to a receiver on loopback that refuses its first request once, so one
+  // delivery takes two attempts. Closed after the app, whose sender may still be posting to it.
+  const receiver = await startReceiver((_req, n) => ({ status: n === 1 ? 503 : 204 }))
+  t.teardown(async () => { await receiver.close() })
+  const config = loadConfig(testEnv({ PUBLIC_BASE_URL: 'https://hooks.example.com', LOG_LEVEL: 'silent', ...webhooksEnv() }))
   const app = await buildApp(config, { db, readDb: handle.readDb, listen: handle.listen, poolStats: handle.poolStats, readPoolStats: handle.readPoolStats })
   checkContract(app)
   t.teardown(async () => { await app.close() })
   const base = await app.listen({ port: 0, host: '127.0.0.1' })
+  // The test's key subscribes through the API before any callback, so each of them is delivered.
+  const subscription = await subscribe(base, receiver)
+
+  // A WhatsApp message that failed and got an SMS fallback, recorded through real callbacks.
 
   const wa = messageSid()
   const waParams = (status: string, extra: Record<string, string> = {}): Record<string, string> =>
@@ -198,11 +207,44 @@ t.test('the console in Chromium: login, live feed, search, message page, charts,
   await page.waitForTimeout(200)
   await shoot('console-charts')
 
-  // Webhooks: read-only; on a Tidings without outbound webhooks the page says so.
+  // Webhooks: the key's subscription and its deliveries, once every callback of the test (6 status
+  // changes) has been delivered; read-only, and the signing secret is never shown.
+  const deliveries = async (): Promise<Array<{ state: string, attempts: number }>> =>
+    (await sql<{ state: string, attempts: number }>`select state, attempts from webhook_deliveries where subscription_id = ${subscription.id}`.execute(db)).rows
+  await eventually(async () => { const d = await deliveries(); return d.length === 6 && d.every((r) => r.state === 'delivered') }, 20_000, 'all 6 status changes delivered')
+  t.same((await deliveries()).map((r) => r.attempts).sort(), [1, 1, 1, 1, 1, 2], 'the first delivery took two attempts')
+  t.equal(receiver.unverified().length, 0, 'the receiver verified every delivery with the secret')
   await page.getByRole('link', { name: 'Webhooks' }).click()
-  await page.getByRole('heading', { name: 'Webhooks' }).waitFor()
-  await page.locator('main p:not([role="status"]), main p[role="status"]:not(:text("Loading"))').first().waitFor({ timeout: 5000 })
+  await page.getByRole('heading', { name: 'Webhooks', exact: true }).waitFor()
+  const section = page.locator('section.subscription')
+  await section.getByRole('heading', { name: receiver.url }).waitFor({ timeout: 5000 })
+  t.equal(await section.count(), 1, 'one subscription listed')
+  const subTable = section.locator('table', { has: page.locator('caption', { hasText: 'Subscription' }) })
+  t.match(await subTable.textContent(), receiver.url, 'its URL in the subscription table')
+  t.match(await subTable.textContent(), /message\.status/, 'and its event types')
+  const deliveryTable = section.locator('table', { has: page.locator('caption', { hasText: 'Recent deliveries' }) })
+  const headers = await deliveryTable.locator('thead th').allTextContents()
+  const column = async (name: string): Promise<string[]> => {
+    const i = headers.indexOf(name)
+    t.not(i, -1, `a "${name}" column`)
+    return await deliveryTable.locator(`tbody tr td:nth-child(${i + 1})`).allTextContents()
+  }
+  t.same(await column('state'), Array(6).fill('delivered'), 'six deliveries, all delivered')
+  t.same((await column('attempts')).sort(), ['1', '1', '1', '1', '1', '2'], 'with their attempts')
+  t.same(await column('last status code'), Array(6).fill('204'), 'and the last response')
   t.equal(await page.locator('main .error').count(), 0, 'no error on the webhooks page')
+  const html = await page.content()
+  t.notOk(html.includes(subscription.secret), 'the signing secret is not on the page')
+  t.notMatch(html, /whsec_/, 'nor any secret')
+  await shoot('console-webhooks')
+  // The session cookie cannot change subscriptions: 403 read_only_session, and nothing changed.
+  const refused = await page.evaluate(async ([url, id]) => {
+    const create = await fetch('/v1/subscriptions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ url, event_types: ['message.status'] }) })
+    const remove = await fetch(`/v1/subscriptions/${id}`, { method: 'DELETE' })
+    return [{ status: create.status, code: (await create.json() as { code: string }).code }, { status: remove.status, code: (await remove.json() as { code: string }).code }]
+  }, [receiver.url, subscription.id])
+  t.same(refused, [{ status: 403, code: 'read_only_session' }, { status: 403, code: 'read_only_session' }], 'POST and DELETE with the cookie are refused')
+  t.same((await sql<{ id: string }>`select id::text as id from webhook_subscriptions`.execute(db)).rows.map((r) => r.id), [subscription.id], 'the subscription is unchanged')
 
   // Logout ends the session: the server forgets it and the page asks for a key again.
   await page.getByRole('button', { name: 'Log out' }).click()
@@ -212,7 +254,7 @@ t.test('the console in Chromium: login, live feed, search, message page, charts,
 
   t.same(offLoopback, [], 'no request left loopback')
   // Expected: the 401s of "no session yet" and of the wrong key, the 401 of the fetch just above,
-  // and the 404 of GET /v1/subscriptions (no outbound webhooks here).
-  const expected = (e: string): boolean => /status of 401 .*\/(console\/session|v1\/messages)\)$/.test(e) || /status of 404 .*\/v1\/subscriptions\)$/.test(e)
+  // and the 403s of the cookie's attempts to change subscriptions.
+  const expected = (e: string): boolean => /status of 401 .*\/(console\/session|v1\/messages)\)$/.test(e) || /status of 403 .*\/v1\/subscriptions(\/[0-9a-f-]+)?\)$/.test(e)
   t.same(pageErrors.filter((e) => !expected(e)), [], 'no script errors or CSP violations')
 })

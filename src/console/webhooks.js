@@ -6,8 +6,12 @@ import { get } from './api.js'
 import { h, replace } from './dom.js'
 import { number, time } from './format.js'
 
-const isTime = (k) => /(_at|_until)$/.test(k)
-const cell = (k, v) => v === null || v === undefined ? '–' : isTime(k) && typeof v === 'string' ? time(v) : typeof v === 'object' ? JSON.stringify(v) : typeof v === 'number' ? number(v) : String(v)
+const isTime = (k) => /(_at|_until|_since)$/.test(k)
+const cell = (k, v) => v === null || v === undefined
+  ? '–'
+  : isTime(k) && typeof v === 'string'
+    ? time(v)
+    : Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? JSON.stringify(v) : typeof v === 'number' ? number(v) : String(v)
 
 /** A table of whatever fields the rows have (the subscription API is another team's; no field is assumed but `id`). */
 function table (caption, rows, columns) {
