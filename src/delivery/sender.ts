@@ -46,6 +46,8 @@ interface Result {
   delayMs: number
   at: Date
   gone: boolean
+  /** The attempt this outcome is of (1 for the first): written only over `attempt - 1`. */
+  attempt: number
 }
 
 /** Outcomes kept in memory while the database cannot take them. */
@@ -230,7 +232,8 @@ export class Sender {
       error: result.error,
       delayMs: outcome.state === 'pending' ? outcome.delayMs : 0,
       at,
-      gone: result.statusCode === 410
+      gone: result.statusCode === 410,
+      attempt
     })
   }
 
@@ -243,7 +246,7 @@ export class Sender {
       await sql`
         update webhook_deliveries d set
           state = r.state,
-          attempts = d.attempts + 1,
+          attempts = r.attempt,
           last_attempt_at = r.at,
           last_status_code = r.code,
           last_error = r.error,
@@ -251,9 +254,12 @@ export class Sender {
           delivered_at = case when r.state = 'delivered' then r.at else d.delivered_at end
         from unnest(${results.map((r) => r.id)}::bigint[], ${results.map((r) => r.state)}::text[],
                     ${results.map((r) => r.statusCode)}::int[], ${results.map((r) => r.error)}::text[],
-                    ${results.map((r) => r.delayMs)}::bigint[], ${results.map((r) => r.at.toISOString())}::timestamptz[])
-          as r(id, state, code, error, delay_ms, at)
-        where d.id = r.id and d.state = 'pending'`.execute(this.#db)
+                    ${results.map((r) => r.delayMs)}::bigint[], ${results.map((r) => r.at.toISOString())}::timestamptz[],
+                    ${results.map((r) => r.attempt)}::int[])
+          as r(id, state, code, error, delay_ms, at, attempt)
+        -- Idempotent: an outcome written again (the subscription update below failed, or the
+        -- commit's answer was lost) finds the attempt already counted and changes nothing.
+        where d.id = r.id and d.state = 'pending' and d.attempts = r.attempt - 1`.execute(this.#db)
       // Per subscription: did its latest attempt succeed, its first failure's time, a 410.
       const health = new Map<string, { ok: boolean, firstFailure: Date | null, gone: boolean }>()
       for (const r of results) {
@@ -287,8 +293,8 @@ export class Sender {
         if (r.disabled_reason !== null) this.#log.warn({ subscription: r.id, reason: r.disabled_reason }, 'webhook subscription disabled')
       }
     } catch (err) {
-      // Kept for the next flush (the UPDATE only touches rows still pending, so a repeat is
-      // harmless). Past the cap, or if the process dies first, the rows stay pending and go out
+      // Kept for the next flush (the UPDATE only touches rows still pending at the attempt before
+      // this one, so a repeat counts no attempt twice). Past the cap, or if the process dies first, the rows stay pending and go out
       // again when their lease ends, under the same webhook-id.
       this.#results = [...results, ...this.#results].slice(-MAX_UNRECORDED)
       this.#log.warn({ err, deliveries: results.length }, 'recording webhook outcomes failed; will retry')
