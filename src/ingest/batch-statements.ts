@@ -2,7 +2,8 @@
  * The recording statements: each handles a whole batch in one round trip, whatever its size. The
  * batch travels as one JSON array (`jsonb_to_recordset`), which is cheaper to build and to send
  * than one parameter per column and row, and keeps the statement text fixed, so the two inserts run
- * as prepared statements (`preparedStatement`): parsed and planned once per connection. Called by `recordBatch` (record-events.ts), which owns the transaction.
+ * as prepared statements (`preparedStatement`): parsed and planned once per connection. Called by
+ * `recordBatch` (record-events.ts), which owns the transaction.
  */
 import { sql, type Transaction } from 'kysely'
 import { preparedStatement } from '../db/connect.ts'
