@@ -13,6 +13,7 @@ import { loadConfig } from '../src/config/config.ts'
 import type { Database, NewMessageRow } from '../src/db/database.ts'
 import { API_KEY, contractChecker, messageSid, postSigned, smsCallback, testEnv } from './helpers/app.ts'
 import { openBrowser } from './helpers/browser.ts'
+import { insertStoredMessage } from './helpers/seed.ts'
 import { eventually, subscribe, webhooksEnv } from './helpers/webhooks-out.ts'
 import { startReceiver } from './fakes/webhook-receiver.ts'
 import { startOwnPostgres } from './helpers/own-postgres.ts'
@@ -28,22 +29,7 @@ const WA_TO = '+15551234567'
 type Seed = Omit<Partial<NewMessageRow>, 'created_at'> & { sid: string, channel: NewMessageRow['channel'], status: string, created_at: Date }
 
 async function insertMessage (db: Kysely<Database>, m: Seed): Promise<void> {
-  await db.insertInto('messages').values({
-    provider: m.channel === 'email' ? 'resend' : 'twilio',
-    account_sid: null,
-    messaging_service_sid: null,
-    from_address: '+14155550100',
-    to_address: '+15550001111',
-    error_code: null,
-    error_message: null,
-    body: null,
-    sent_at: null,
-    delivered_at: null,
-    read_at: null,
-    failed_at: null,
-    updated_at: m.created_at,
-    ...m
-  }).execute()
+  await insertStoredMessage(db, { from_address: '+14155550100', to_address: '+15550001111', ...m })
 }
 
 /**

@@ -1,9 +1,10 @@
 import t from 'tap'
 import type { Kysely } from 'kysely'
-import type { Database, NewMessageRow } from '../src/db/database.ts'
+import type { Database } from '../src/db/database.ts'
 import { refreshStatsRollup } from '../src/db/stats-rollup.ts'
 import { histogramQuantile } from '../src/routes/stats-timeseries.ts'
-import { apiGet, buildTestApp, messageSid } from './helpers/app.ts'
+import { apiGet, buildTestApp } from './helpers/app.ts'
+import { insertStoredMessage } from './helpers/seed.ts'
 
 const DAY1 = '2026-11-01T10:15:00.000Z'
 const DAY2 = '2026-11-02T22:40:00.000Z'
@@ -11,27 +12,7 @@ const at = (base: string, seconds: number): Date => new Date(Date.parse(base) + 
 // The rollup's automatic refresh is off: each test decides when the rollup is refreshed.
 const NO_TIMER = { CONSOLE_STATS_REFRESH_INTERVAL: '0' }
 
-async function seed (db: Kysely<Database>, m: Partial<NewMessageRow> & { channel: NewMessageRow['channel'], status: string | null, created_at: string }): Promise<string> {
-  const sid = m.channel === 'email' ? `em_${messageSid().slice(2)}` : messageSid()
-  await db.insertInto('messages').values({
-    sid,
-    provider: m.channel === 'email' ? 'resend' : 'twilio',
-    account_sid: null,
-    messaging_service_sid: null,
-    from_address: null,
-    to_address: '+15550000000',
-    error_code: null,
-    error_message: null,
-    body: null,
-    sent_at: null,
-    delivered_at: null,
-    read_at: null,
-    failed_at: null,
-    ...m,
-    updated_at: m.created_at
-  }).execute()
-  return sid
-}
+const seed = insertStoredMessage
 
 /** Day 1: SMS. Day 2: WhatsApp with a fallback whose SMS was delivered, and email. */
 async function seedTwoDays (db: Kysely<Database>): Promise<void> {

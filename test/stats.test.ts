@@ -1,34 +1,12 @@
 import t from 'tap'
-import type { Kysely } from 'kysely'
-import type { Database, NewMessageRow } from '../src/db/database.ts'
-import { apiGet, buildTestApp, messageSid } from './helpers/app.ts'
+import { apiGet, buildTestApp } from './helpers/app.ts'
+import { insertStoredMessage } from './helpers/seed.ts'
 
 const DAY1 = '2026-11-01T10:00:00.000Z'
 const DAY2 = '2026-11-02T10:00:00.000Z'
 const at = (base: string, seconds: number): Date => new Date(Date.parse(base) + seconds * 1000)
 
-/** Inserts a message as callbacks would have left it. */
-async function seed (db: Kysely<Database>, m: Partial<NewMessageRow> & { channel: NewMessageRow['channel'], status: string | null, created_at: string }): Promise<string> {
-  const sid = m.channel === 'email' ? `em_${messageSid().slice(2)}` : messageSid()
-  await db.insertInto('messages').values({
-    sid,
-    provider: m.channel === 'email' ? 'resend' : 'twilio',
-    account_sid: null,
-    messaging_service_sid: null,
-    from_address: null,
-    to_address: '+15550000000',
-    error_code: null,
-    error_message: null,
-    body: null,
-    sent_at: null,
-    delivered_at: null,
-    read_at: null,
-    failed_at: null,
-    ...m,
-    updated_at: m.created_at
-  }).execute()
-  return sid
-}
+const seed = insertStoredMessage
 
 t.test('GET /v1/stats on a seeded set gives exact counts, rates, codes, fallbacks and delivery times', async (t) => {
   const { app, db } = await buildTestApp(t)

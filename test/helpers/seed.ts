@@ -3,7 +3,44 @@
  * short): 30 days of SMS, WhatsApp and email with realistic statuses, then ANALYZE. For the load
  * isolation test and bench/isolation.ts.
  */
+import type { Kysely } from 'kysely'
 import pg from 'pg'
+import type { Database, NewMessageRow } from '../../src/db/database.ts'
+import { messageSid } from './app.ts'
+
+/** A message as callbacks would have left it: what `insertStoredMessage` needs, the rest defaults. */
+export type StoredMessage = Omit<Partial<NewMessageRow>, 'created_at'> & {
+  channel: NewMessageRow['channel']
+  status: string | null
+  created_at: string | Date
+}
+
+/**
+ * Inserts one message row directly (no events): a random SID unless `m.sid` is given, Resend for
+ * email and Twilio otherwise, `updated_at` = `created_at`, every other field NULL unless given.
+ * @returns its sid.
+ */
+export async function insertStoredMessage (db: Kysely<Database>, m: StoredMessage): Promise<string> {
+  const sid = m.sid ?? (m.channel === 'email' ? `em_${messageSid().slice(2)}` : messageSid())
+  await db.insertInto('messages').values({
+    provider: m.channel === 'email' ? 'resend' : 'twilio',
+    account_sid: null,
+    messaging_service_sid: null,
+    from_address: null,
+    to_address: '+15550000000',
+    error_code: null,
+    error_message: null,
+    body: null,
+    sent_at: null,
+    delivered_at: null,
+    read_at: null,
+    failed_at: null,
+    ...m,
+    sid,
+    updated_at: m.created_at
+  }).execute()
+  return sid
+}
 
 /** Inserts `count` messages into the database at `url`. */
 export async function seedMessages (url: string, count: number): Promise<void> {
