@@ -29,7 +29,8 @@ interface SubscriptionRow {
   previous_secret_expires_at: Date | null
 }
 
-interface ClaimedRow {
+/** A claimed delivery with its subscription's target and secrets as they are at the claim. */
+interface ClaimedRow extends Omit<SubscriptionRow, 'id'> {
   id: string
   subscription_id: string
   webhook_id: string
@@ -82,7 +83,8 @@ export class Sender {
   readonly #sends = new Set<Promise<void>>()
   #turn = 0
   /** Enabled subscriptions, re-read at most every poll interval (a change shows within it). */
-  #subs: { rows: SubscriptionRow[], at: number } = { rows: [], at: 0 }
+  /** The enabled subscriptions' ids, re-read at most every second: they only share out the claim budget. */
+  #subs: { rows: Array<{ id: string }>, at: number } = { rows: [], at: 0 }
 
   constructor (opts: SenderOptions) {
     this.#db = opts.db
@@ -140,9 +142,7 @@ export class Sender {
     const free = this.#config.maxInFlight - this.#total
     if (free <= 0) return 0
     if (Date.now() - this.#subs.at >= Math.min(this.#config.pollIntervalMs, 1000)) {
-      const { rows } = await sql<SubscriptionRow>`
-        select id::text as id, url, secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at
-        from webhook_subscriptions where enabled`.execute(this.#db)
+      const { rows } = await sql<{ id: string }>`select id::text as id from webhook_subscriptions where enabled`.execute(this.#db)
       this.#subs = { rows, at: Date.now() }
     }
     const subs = this.#subs.rows
@@ -169,12 +169,14 @@ export class Sender {
           for update skip locked) c
       )
       update webhook_deliveries d set next_attempt_at = now() + ${leaseMs} * interval '1 millisecond'
-      from picked where d.id = picked.id
-      returning d.id::text as id, d.subscription_id::text as subscription_id, d.webhook_id, d.payload, d.attempts`.execute(this.#db)
-    const byId = new Map(subs.map((s) => [s.id, s]))
+      from picked, webhook_subscriptions s
+      where d.id = picked.id and s.id = d.subscription_id and s.enabled
+      returning d.id::text as id, d.subscription_id::text as subscription_id, d.webhook_id, d.payload, d.attempts,
+        s.url, s.secret_ciphertext, s.previous_secret_ciphertext, s.previous_secret_expires_at`.execute(this.#db)
     for (const row of rows) {
-      const sub = byId.get(row.subscription_id)
-      if (sub === undefined) continue
+      // The target and secrets come from the claim, not the cached list: a rotation, a new URL or a
+      // disabling applies to the next claim (the cached list only shares out the budget).
+      const sub: SubscriptionRow = { id: row.subscription_id, url: row.url, secret_ciphertext: row.secret_ciphertext, previous_secret_ciphertext: row.previous_secret_ciphertext, previous_secret_expires_at: row.previous_secret_expires_at }
       this.#inFlight.set(sub.id, (this.#inFlight.get(sub.id) ?? 0) + 1)
       this.#total++
       const p = this.#send(sub, row).finally(() => {
