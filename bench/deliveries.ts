@@ -6,9 +6,8 @@
  *
  * 1. Ingest A/B: new-message callbacks (autocannon) without a subscription, then with one active
  *    subscription delivering every change to the receiver; alternated twice, fresh messages each run.
- * 2. Delivery throughput: a backlog of BENCH_BACKLOG changes (events inserted in one statement and
- *    their deliveries by the recorder's set-based enqueue, in one transaction) drained to the
- *    receiver; deliveries/s from the first to the last request received.
+ * 2. Delivery throughput: a backlog of BENCH_BACKLOG changes (one batch through the recorder with
+ *    the outbound-webhook hook, in one transaction) drained to the receiver; deliveries/s from the first to the last request received.
  * 3. Lag: callbacks at a steady BENCH_RATE per second; for each delivery, the time from the event's
  *    commit (its `received_at`, set in the recording transaction) to the receiver's arrival; p50/p99.
  */
@@ -16,13 +15,14 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import autocannon from 'autocannon'
-import { Kysely, PostgresDialect, sql } from 'kysely'
+import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import { Webhook } from 'standardwebhooks'
 import twilio from 'twilio'
 import type { Database } from '../src/db/database.ts'
-import { enqueueStatusDeliveries } from '../src/delivery/on-recorded.ts'
-import { startServer } from '../test/helpers/process.ts'
+import { webhookRecordHooks } from '../src/delivery/on-recorded.ts'
+import { recordEvents, type IncomingEvent } from '../src/ingest/record-events.ts'
+import { startScriptV8Flags, startServer } from '../test/helpers/process.ts'
 
 const seconds = Number(process.argv[2] ?? 10)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
@@ -74,7 +74,9 @@ const server = await startServer({
   RATE_LIMIT_PER_MINUTE: '100000000',
   WEBHOOK_SECRETS_KEY: randomBytes(32).toString('base64'),
   WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32',
-  WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION: process.env.WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION ?? '32'
+  WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION: process.env.WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION ?? '32',
+  // The flags `npm start` runs with; BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile.
+  NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim()
 }, 120_000).catch(async (err: unknown) => {
   await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`)
   throw err
@@ -128,22 +130,29 @@ for (const round of [1, 2]) {
   await drained()
 }
 
-// 2. Throughput: a backlog committed at once (messages and events in one statement, then their
-// deliveries as the recorder's hook writes them, all in one transaction).
+// 2. Throughput: a backlog committed at once (one batch through the recorder with the
+// outbound-webhook hook: its messages, events and deliveries in one transaction).
 arrivals.length = 0
 const { rows: [{ before }] } = await check.query('select coalesce(max(id), 0)::text as before from message_events')
 const t0 = Date.now()
 const writer = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url.toString(), max: 1 }) }) })
-await writer.transaction().execute(async (trx) => {
-  const { rows } = await sql<{ id: string }>`
-    with m as (
-      insert into messages (sid, provider, channel, status)
-      select 'SM' || md5(random()::text || g::text), 'twilio', 'sms', 'sent' from generate_series(1, ${backlog}::int) g returning sid
-    )
-    insert into message_events (message_sid, message_status, channel, raw, source)
-    select sid, 'sent', 'sms', '{}'::jsonb, 'webhook' from m returning id::text as id`.execute(trx)
-  await enqueueStatusDeliveries(trx, rows.map((r) => r.id))
-})
+const backlogAt = new Date()
+await recordEvents(writer, Array.from({ length: backlog }, (_, i): IncomingEvent => ({
+  provider: 'twilio',
+  sid: 'SM' + randomBytes(16).toString('hex'),
+  status: 'sent',
+  channel: 'sms',
+  accountSid: ACCOUNT_SID,
+  messagingServiceSid: null,
+  from: '+14155550100',
+  to: `+1555${String(i).padStart(7, '0')}`,
+  errorCode: null,
+  errorMessage: null,
+  raw: {},
+  receivedAt: backlogAt,
+  carrierAt: null,
+  source: 'webhook'
+})), webhookRecordHooks())
 await writer.destroy()
 const unique = (): number => new Set(arrivals.filter((a) => BigInt(a.eventId) > BigInt(before)).map((a) => a.eventId)).size
 await new Promise<void>((resolve) => { const tick = (): void => { if (unique() >= backlog) resolve(); else setTimeout(tick, 100) }; tick() })

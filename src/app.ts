@@ -109,7 +109,7 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   if (fallback !== undefined) recorder.use(fallback.hooks)
   // Outbound status webhooks (docs/webhooks-out.md), on when WEBHOOK_SECRETS_KEY is set: its hook
   // writes the deliveries of every recorded batch in the recording transaction.
-  const webhooksOut = config.webhooksOut.secretsKeys.length === 0 ? undefined : createWebhooksOut({ config: config.webhooksOut, db: deps.db, log: app.log, metrics, listen: deps.listen })
+  const webhooksOut = config.webhooksOut.secretsKeys.length === 0 ? undefined : createWebhooksOut({ config: config.webhooksOut, db: deps.db, log: app.log, metrics, listen: deps.listen, ingestBacklog: () => recorder.batcher.queued })
   if (webhooksOut !== undefined) {
     recorder.use(webhooksOut.hooks)
     app.addHook('onReady', async () => { await webhooksOut.start() })

@@ -82,6 +82,38 @@ t.test('the hook costs one statement per batch, whatever its size', async (t) =>
   t.same(n, { status: 201, final: 201 }, 'a delivery per event and type')
 })
 
+t.test('message.final goes with the event that takes a message into a final status, in any batching and order; payloads carry the status the batch left', async (t) => {
+  const { url } = await createTestDatabase(t)
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 2 }) }) })
+  t.teardown(async () => { await db.destroy() })
+  await sql`insert into webhook_subscriptions (id, api_key_name, url, event_types, secret_ciphertext)
+    values (gen_random_uuid(), 'billing', 'https://hooks.example.com/a', '{message.status,message.final}', 'x')`.execute(db)
+  const hooks = webhookRecordHooks()
+  const failed = (sid: string): IncomingEvent => twilioCallbackToEvent(smsCallback(sid, 'failed', { ErrorCode: '30003' }), new Date())
+  const [oneBatch, readFirst, failedThenDelivered, neverFinal] = [messageSid(), messageSid(), messageSid(), messageSid()]
+  await recordEvents(db, [event(oneBatch, 'sent'), event(oneBatch, 'delivered'), event(oneBatch, 'read')], hooks)
+  await recordEvents(db, [event(readFirst, 'read')], hooks)
+  await recordEvents(db, [event(readFirst, 'delivered'), event(readFirst, 'sent')], hooks)
+  await recordEvents(db, [failed(failedThenDelivered)], hooks)
+  await recordEvents(db, [event(failedThenDelivered, 'delivered')], hooks)
+  await recordEvents(db, [event(neverFinal, 'sent'), event(neverFinal, 'queued')], hooks)
+
+  const { rows } = await sql<{ event_type: string, payload: any, received_at: Date }>`
+    select d.event_type, d.payload, e.received_at from webhook_deliveries d
+    join message_events e on e.id = (d.payload -> 'data' ->> 'event_id')::bigint order by e.id, d.event_type`.execute(db)
+  const finals = rows.filter((r) => r.event_type === 'message.final').map((r) => [r.payload.data.message_sid, r.payload.data.status])
+  t.same(finals, [[oneBatch, 'delivered'], [readFirst, 'read'], [failedThenDelivered, 'failed']], 'one message.final per message that reached a final status, for the event that took it there')
+  t.equal(rows.filter((r) => r.event_type === 'message.status').length, 10, 'one message.status per event')
+  t.same(rows.filter((r) => r.payload.data.message_sid === oneBatch).map((r) => r.payload.data.current_status), ['read', 'read', 'read', 'read'], 'current_status: the status the whole batch left')
+  t.same(rows.filter((r) => r.payload.data.message_sid === readFirst).map((r) => r.payload.data.current_status), ['read', 'read', 'read', 'read'], 'a late lower status leaves current_status alone')
+  const failure = rows.find((r) => r.payload.data.message_sid === failedThenDelivered && r.event_type === 'message.final')?.payload
+  t.match(failure, { type: 'message.final', data: { status: 'failed', current_status: 'failed', error_code: '30003', error_meaning: String, provider: 'twilio', channel: 'sms', source: 'webhook' } })
+  for (const r of rows) {
+    t.equal(Date.parse(r.payload.data.received_at), r.received_at.getTime(), 'received_at is the stored event\'s')
+    t.equal(r.payload.data.sequence, Number(r.payload.data.event_id))
+  }
+})
+
 // Deliveries commit with their events: a batch still open holds nothing else back; rolled back, its
 // deliveries never existed; committed late, they are sent.
 for (const ending of ['rollback', 'commit'] as const) {

@@ -11,8 +11,6 @@
  * inserts their deliveries in the recording transaction (`./on-recorded.ts`).
  */
 import { sql, type Transaction } from 'kysely'
-import { FINAL_STATUSES } from '../domain/status-precedence.ts'
-import { TWILIO_ERROR_MEANINGS } from '../domain/twilio-error-codes.ts'
 
 /** The event types a subscription can ask for. */
 export const EVENT_TYPES = ['message.status', 'message.final', 'message.fallback', 'email.engagement'] as const
@@ -20,11 +18,6 @@ export type EventType = typeof EVENT_TYPES[number]
 
 /** The sources the dispatcher reads, by cursor name (a row of `webhook_cursors` each). */
 export type CursorName = 'webhook_outbox'
-
-/** Every final status, for `message.final`. */
-export const FINALS = [...FINAL_STATUSES.twilio, ...FINAL_STATUSES.resend]
-/** Twilio error meanings as a JSON object, for `error_meaning` in SQL. */
-export const MEANINGS = JSON.stringify(TWILIO_ERROR_MEANINGS)
 
 /** What one page did. */
 export interface PageResult {

@@ -31,6 +31,8 @@ interface SubscriptionRow {
 
 /** A claimed delivery with its subscription's target and secrets as they are at the claim. */
 interface ClaimedRow extends Omit<SubscriptionRow, 'id'> {
+  /** The subscription was failing when the delivery was claimed (`failing_since` set). */
+  failing: boolean
   id: string
   subscription_id: string
   webhook_id: string
@@ -49,6 +51,8 @@ interface Result {
   gone: boolean
   /** The attempt this outcome is of (1 for the first): written only over `attempt - 1`. */
   attempt: number
+  /** The subscription was failing when the delivery was claimed. */
+  failing: boolean
 }
 
 /** Outcomes kept in memory while the database cannot take them. */
@@ -57,8 +61,22 @@ const MAX_UNRECORDED = 10_000
 /** Pause after a claim while requests are in flight, in ms (batches claims and outcome writes). */
 const COALESCE_MS = 5
 
+/**
+ * While recording has a backlog (`SenderOptions.ingestBacklog` > 0), the pause between passes in
+ * ms, and the share of `WEBHOOK_MAX_IN_FLIGHT` the sender keeps in flight: deliveries yield CPU and
+ * database round trips to provider callbacks, whose fast 2xx matters more than a few ms of lag.
+ */
+const YIELD_MS = 25
+const YIELD_SHARE = 1 / 64
+
 export interface SenderOptions {
   db: Kysely<any>
+  /**
+   * Provider events waiting for a recording slot (`EventBatcher.queued`). Above 0 ingest is
+   * saturated, and the sender yields (see `YIELD_MS`): deliveries wait in the database, lag grows,
+   * nothing is lost. Without it, the sender never yields.
+   */
+  ingestBacklog?: () => number
   log: FastifyBaseLogger
   config: WebhooksOutConfig
   http: WebhookHttpClient
@@ -71,6 +89,7 @@ export class Sender {
   readonly #config: WebhooksOutConfig
   readonly #http: WebhookHttpClient
   readonly #metrics: SenderOptions['metrics']
+  readonly #ingestBacklog: () => number
   readonly #inFlight = new Map<string, number>()
   #total = 0
   #results: Result[] = []
@@ -82,7 +101,6 @@ export class Sender {
   #loop: Promise<void> | undefined
   readonly #sends = new Set<Promise<void>>()
   #turn = 0
-  /** Enabled subscriptions, re-read at most every poll interval (a change shows within it). */
   /** The enabled subscriptions' ids, re-read at most every second: they only share out the claim budget. */
   #subs: { rows: Array<{ id: string }>, at: number } = { rows: [], at: 0 }
 
@@ -92,6 +110,7 @@ export class Sender {
     this.#config = opts.config
     this.#http = opts.http
     this.#metrics = opts.metrics
+    this.#ingestBacklog = opts.ingestBacklog ?? (() => 0)
   }
 
   start (): void {
@@ -116,9 +135,11 @@ export class Sender {
 
   async #run (): Promise<void> {
     while (!this.#stopped) {
-      if (this.#total > 0) {
-        // Requests in flight: let a few more finish, so one claim and one outcome write serve many deliveries.
-        await new Promise((resolve) => setTimeout(resolve, COALESCE_MS))
+      const yielding = this.#ingestBacklog() > 0
+      if (this.#total > 0 || yielding) {
+        // Requests in flight: let a few more finish, so one claim and one outcome write serve many
+        // deliveries. Ingest saturated: wait longer, so callbacks get the CPU and the database.
+        await new Promise((resolve) => setTimeout(resolve, yielding ? YIELD_MS : COALESCE_MS))
       }
       this.#woken = false
       let claimed = 0
@@ -139,7 +160,8 @@ export class Sender {
   }
 
   async #claimAndSend (): Promise<number> {
-    const free = this.#config.maxInFlight - this.#total
+    const limit = this.#ingestBacklog() > 0 ? Math.max(1, Math.floor(this.#config.maxInFlight * YIELD_SHARE)) : this.#config.maxInFlight
+    const free = limit - this.#total
     if (free <= 0) return 0
     if (Date.now() - this.#subs.at >= Math.min(this.#config.pollIntervalMs, 1000)) {
       const { rows } = await sql<{ id: string }>`select id::text as id from webhook_subscriptions where enabled`.execute(this.#db)
@@ -172,7 +194,8 @@ export class Sender {
       from picked, webhook_subscriptions s
       where d.id = picked.id and s.id = d.subscription_id and s.enabled
       returning d.id::text as id, d.subscription_id::text as subscription_id, d.webhook_id, d.payload, d.attempts,
-        s.url, s.secret_ciphertext, s.previous_secret_ciphertext, s.previous_secret_expires_at`.execute(this.#db)
+        s.url, s.secret_ciphertext, s.previous_secret_ciphertext, s.previous_secret_expires_at,
+        s.failing_since is not null as failing`.execute(this.#db)
     for (const row of rows) {
       // The target and secrets come from the claim, not the cached list: a rotation, a new URL or a
       // disabling applies to the next claim (the cached list only shares out the budget).
@@ -235,7 +258,8 @@ export class Sender {
       delayMs: outcome.state === 'pending' ? outcome.delayMs : 0,
       at,
       gone: result.statusCode === 410,
-      attempt
+      attempt,
+      failing: row.failing
     })
   }
 
@@ -262,9 +286,13 @@ export class Sender {
         -- Idempotent: an outcome written again (the subscription update below failed, or the
         -- commit's answer was lost) finds the attempt already counted and changes nothing.
         where d.id = r.id and d.state = 'pending' and d.attempts = r.attempt - 1`.execute(this.#db)
-      // Per subscription: did its latest attempt succeed, its first failure's time, a 410.
+      // Per subscription: did its latest attempt succeed, its first failure's time, a 410. A
+      // subscription that was healthy at the claim and only succeeded has nothing to change: it is
+      // left out, and with no other, so is the statement.
       const health = new Map<string, { ok: boolean, firstFailure: Date | null, gone: boolean }>()
+      const changed = new Set(results.filter((r) => r.failing || r.state !== 'delivered').map((r) => r.subscriptionId))
       for (const r of results) {
+        if (!changed.has(r.subscriptionId)) continue
         const h = health.get(r.subscriptionId) ?? { ok: false, firstFailure: null, gone: false }
         h.ok = r.state === 'delivered'
         if (!h.ok && h.firstFailure === null) h.firstFailure = r.at
@@ -272,6 +300,7 @@ export class Sender {
         health.set(r.subscriptionId, h)
       }
       const subs = [...health.keys()]
+      if (subs.length === 0) return
       const { rows } = await sql<{ id: string, disabled_reason: string }>`
         with r as (
           select * from unnest(${subs}::uuid[], ${subs.map((s) => health.get(s)?.ok)}::bool[], ${subs.map((s) => health.get(s)?.gone)}::bool[],

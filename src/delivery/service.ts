@@ -33,10 +33,12 @@ export function createWebhooksOut (deps: {
   log: FastifyBaseLogger
   metrics?: Metrics
   listen?: (channel: string, onNotify: () => void) => Promise<() => Promise<void>>
+  /** Provider events waiting for a recording slot: the sender yields while there are any. */
+  ingestBacklog?: () => number
 }): WebhooksOut {
   const { config, db, log } = deps
   const http = createWebhookHttpClient(config, { connectionsPerOrigin: config.concurrencyPerSubscription })
-  const sender = new Sender({ db, log, config, http, metrics: deps.metrics })
+  const sender = new Sender({ db, log, config, http, metrics: deps.metrics, ingestBacklog: deps.ingestBacklog })
   const dispatcher = new Dispatcher({ db, log, pollIntervalMs: config.pollIntervalMs, onDeliveries: () => sender.wake() })
   let unlisten: (() => Promise<void>) | undefined
   return {
@@ -44,9 +46,11 @@ export function createWebhooksOut (deps: {
     async start () {
       if (deps.listen !== undefined) {
         try {
-          // Recorded events commit with their deliveries: the sender has work. A fallback row
-          // written in the same transaction is in the change log: the dispatcher has work.
-          unlisten = await deps.listen('tidings_events', () => { sender.wake(); dispatcher.wake() })
+          // Recorded events commit with their status deliveries: the sender has work. A write to
+          // the change log (fallback state, engagement) notifies its own channel: the dispatcher has work.
+          const events = await deps.listen('tidings_events', () => { sender.wake() })
+          const outbox = await deps.listen('tidings_outbox', () => { dispatcher.wake() })
+          unlisten = async () => { await events(); await outbox() }
         } catch (err) {
           log.warn({ err }, 'webhooks-out: LISTEN failed; polling only')
         }

@@ -261,8 +261,8 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
   // transaction that records the initial status (or, if a callback already recorded that status,
   // in one of its own). Lock order (docs/fallback.md): the message row (locked by recording), the
   // fallback's recipient lock and row, the idempotency key last.
-  const storeFields = async (trx: Transaction<Database>): Promise<void> => {
-    await trx.updateTable('messages')
+  const storeFields = async (trx: Transaction<Database>): Promise<MessageRow | undefined> => {
+    const row = await trx.updateTable('messages')
       .set({
         body: r.body ?? null,
         external_id: r.external_id ?? null,
@@ -270,9 +270,11 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
         fallback: flag
       })
       .where('sid', '=', sent.sid)
-      .execute()
+      .returningAll()
+      .executeTakeFirst()
     // A failure callback may have committed first and decided with the default flag.
     if (!flag) await cancelPendingFallback(trx, sent.sid)
+    return row
   }
   const answer = async (trx: Transaction<Database>): Promise<{ body: unknown }> => {
     const row = await trx.selectFrom('messages').selectAll().where('sid', '=', sent.sid).executeTakeFirstOrThrow()
@@ -284,9 +286,10 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
   try {
     await deps.recorder.record([twilioMessageToEvent(sent, source)], {
       prepare: async (trx, recorded) => {
-        await storeFields(trx)
-        // The hooks (the fallback) decide with the caller's flag and text, not the defaults the row had.
-        return recorded.map((one) => ({ ...one, message: { ...one.message, fallback: flag, body: r.body ?? null } }))
+        const row = await storeFields(trx)
+        // The hooks (the fallback, outbound webhooks) see the caller's flag, text, external_id and
+        // metadata, not the defaults the row had when recording locked it.
+        return recorded.map((one) => ({ ...one, message: row ?? one.message }))
       },
       finish: async (trx) => { result = await answer(trx) }
     })
