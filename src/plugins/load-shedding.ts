@@ -53,13 +53,18 @@ async function loadSheddingPlugin (app: FastifyInstance, opts: LoadSheddingOptio
 
   let slowDelay = 0
   let slowUtilization = 0
+  let lastSampleAt: number | undefined
   const sample = (): void => {
     const { eventLoopDelay, eventLoopUtilized } = app.memoryUsage()
-    // An infinite delay is an interval with no samples at all: one synchronous block (start-up,
-    // migrations) already over. It says nothing either way.
-    if (Number.isFinite(eventLoopDelay)) {
-      slowDelay = pressure.maxEventLoopDelayMs > 0 && eventLoopDelay > pressure.maxEventLoopDelayMs ? slowDelay + 1 : 0
-    }
+    // How late this sample's own timer ran, in ms: the delay when under-pressure has none. Its
+    // histogram can be empty for an interval (an infinite delay) exactly when the loop was blocked
+    // for all of it; counting that as "no news" never shed under the heaviest blocking. One late
+    // sample (start-up, migrations) is still not a sustained delay.
+    const now = performance.now()
+    const late = lastSampleAt === undefined ? 0 : now - lastSampleAt - pressure.sampleIntervalMs
+    lastSampleAt = now
+    const delay = Number.isFinite(eventLoopDelay) ? Math.max(eventLoopDelay, late) : late
+    slowDelay = pressure.maxEventLoopDelayMs > 0 && delay > pressure.maxEventLoopDelayMs ? slowDelay + 1 : 0
     slowUtilization = pressure.maxEventLoopUtilization > 0 && eventLoopUtilized > pressure.maxEventLoopUtilization ? slowUtilization + 1 : 0
   }
   // Offset by half an interval so each read sees a fresh under-pressure sample.
