@@ -6,27 +6,31 @@
  * statement of the send path in turn. Invariant: every WhatsApp failure that warrants a fallback
  * ends with exactly one SMS at Twilio, the one recorded; none when the caller opted out before it
  * left.
+ *
+ * The three tests run from their own files (`test/fallback-chaos-*.test.ts`), so tap runs them in
+ * parallel: each is minutes of waiting on leases and timeouts, not of CPU. Importing this module
+ * sets up the fake Twilio, a fresh database and the cutting proxy for that file's process.
  */
-import { createRecorder } from '../src/ingest/recorder.ts'
+import { createRecorder } from '../../src/ingest/recorder.ts'
 import t from 'tap'
 import fc from 'fast-check'
 import pino from 'pino'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Kysely } from 'kysely'
-import { buildApp } from '../src/app.ts'
-import { loadConfig } from '../src/config/config.ts'
-import type { Database, FallbackRow } from '../src/db/database.ts'
-import { twilioMessageToEvent } from '../src/domain/twilio-message.ts'
-import { fallbackRecordHook } from '../src/fallback/on-recorded.ts'
-import { runFallbackAttempt, type FallbackWorkerDeps } from '../src/fallback/worker.ts'
-import { recordEvents } from '../src/ingest/record-events.ts'
-import { registerMessage } from '../src/outbound/register-message.ts'
-import { twilioClientsOf } from '../src/providers/twilio-rest.ts'
-import { startFakeTwilio, type CreateBehaviour } from './fakes/fake-twilio.ts'
-import { ACCOUNT_SID, API_KEY, contractChecker } from './helpers/app.ts'
-import { proxiedDatabase, startCutProxy } from './helpers/cut-proxy.ts'
-import { createTestDatabase } from './helpers/database.ts'
-import { fallbackEnv, randomNumber, sleep, storeWhatsAppMessage, SMS_FROM, WA_FROM } from './helpers/fallback.ts'
+import { buildApp } from '../../src/app.ts'
+import { loadConfig } from '../../src/config/config.ts'
+import type { Database, FallbackRow } from '../../src/db/database.ts'
+import { twilioMessageToEvent } from '../../src/domain/twilio-message.ts'
+import { fallbackRecordHook } from '../../src/fallback/on-recorded.ts'
+import { runFallbackAttempt, type FallbackWorkerDeps } from '../../src/fallback/worker.ts'
+import { recordEvents } from '../../src/ingest/record-events.ts'
+import { registerMessage } from '../../src/outbound/register-message.ts'
+import { twilioClientsOf } from '../../src/providers/twilio-rest.ts'
+import { startFakeTwilio, type CreateBehaviour } from '../fakes/fake-twilio.ts'
+import { ACCOUNT_SID, API_KEY, contractChecker } from './app.ts'
+import { proxiedDatabase, startCutProxy } from './cut-proxy.ts'
+import { createTestDatabase } from './database.ts'
+import { fallbackEnv, randomNumber, sleep, storeWhatsAppMessage, SMS_FROM, WA_FROM } from './fallback.ts'
 
 // The file's time budget (tap's default is 120 s): 200 random schedules and two sweeps of every statement: minutes on a busy machine, bounded.
 t.setTimeout(15 * 60_000)
@@ -137,67 +141,76 @@ function check (t: { equal: (a: unknown, b: unknown, m: string) => unknown, same
   }
 }
 
-t.test('fallback: 200 random schedules of Twilio delays, drops and errors, racing workers, opt-outs and database cuts: exactly one SMS each (none when opted out before it left)', async (t) => {
-  const schedules = fc.sample(schedule, { numRuns: 200, seed: SEED })
-  const concurrency = 20
-  let opted = 0
-  for (let i = 0; i < schedules.length; i += concurrency) {
-    const batch = schedules.slice(i, i + concurrency)
-    const results = await Promise.all(batch.map(run))
-    batch.forEach((s, j) => { check(t, s, results[j]); if (s.optOut !== 'none') opted++ })
-  }
-  t.ok(opted > 20, `opt-outs were exercised (${opted})`)
-  t.comment(`seed ${SEED} (CHAOS_SEED to replay)`)
-})
-
-t.test('fallback: the database connection cut at every statement of an attempt in turn: still exactly one SMS', async (t) => {
-  // A clean attempt, to count its statements.
-  const to0 = randomNumber()
-  const sid0 = await storeWhatsAppMessage(db, { to: to0, body: TEXT })
-  await recordFailure(sid0, to0)
-  const before = proxy.statements()
-  await drive(sid0, Date.now() + 20_000)
-  const statements = proxy.statements() - before
-  t.ok(statements >= 8, `an attempt is ${statements} statements`)
-  for (let k = 1; k <= statements; k++) {
-    const to = randomNumber()
-    const sid = await storeWhatsAppMessage(db, { to, body: TEXT })
-    await recordFailure(sid, to)
-    proxy.failAtStatement(k, 150)
-    await drive(sid, Date.now() + 30_000)
-    t.ok(proxy.fired(), `the cut at statement ${k} happened`)
-    proxy.disarm()
-    const row = await fallbackOf(db, sid)
-    t.equal(row?.state, 'sent', `cut at statement ${k}`)
-    t.same(smsTo(to), [row?.fallback_sid], `cut at statement ${k}: exactly one SMS, the one recorded`)
-  }
-})
-
-t.test('POST /v1/messages with an Idempotency-Key: the database connection cut at every statement in turn: one message at Twilio per key, the one answered', async (t) => {
-  const checkContract = contractChecker(t)
-  // No statistics rollup refresh (the console's, at ready and every minute): its statements would
-  // go through the proxy too and be counted as the send's.
-  const app = await buildApp(loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '600', CONSOLE_STATS_REFRESH_INTERVAL: '0' })), { db: proxied.db })
-  checkContract(app)
-  t.teardown(async () => { await app.close() })
-  const post = async (to: string, key: string) => await app.inject({ method: 'POST', url: '/v1/messages', headers: { authorization: `Bearer ${API_KEY}`, 'idempotency-key': key }, payload: { to, from: SMS_FROM, body: TEXT } })
-  const before = proxy.statements()
-  t.equal((await post(randomNumber(), 'k-clean')).statusCode, 201)
-  const statements = proxy.statements() - before
-  t.ok(statements >= 4, `a send is ${statements} statements`)
-  for (let k = 1; k <= statements; k++) {
-    const to = randomNumber()
-    proxy.failAtStatement(k, 150)
-    let res = await post(to, `k-cut-${k}`)
-    const deadline = Date.now() + 30_000
-    while (res.statusCode !== 201 && Date.now() < deadline) {
-      t.ok([409, 502, 503].includes(res.statusCode), `cut at ${k}: answered ${res.statusCode} ${res.json().code}`)
-      await sleep(300)
-      res = await post(to, `k-cut-${k}`)
+/** 200 random schedules of delays, drops, errors, racing workers, opt-outs and cuts. */
+export function randomSchedulesTest (): void {
+  t.test('fallback: 200 random schedules of Twilio delays, drops and errors, racing workers, opt-outs and database cuts: exactly one SMS each (none when opted out before it left)', async (t) => {
+    const schedules = fc.sample(schedule, { numRuns: 200, seed: SEED })
+    const concurrency = 20
+    let opted = 0
+    for (let i = 0; i < schedules.length; i += concurrency) {
+      const batch = schedules.slice(i, i + concurrency)
+      const results = await Promise.all(batch.map(run))
+      batch.forEach((s, j) => { check(t, s, results[j]); if (s.optOut !== 'none') opted++ })
     }
-    t.equal(res.statusCode, 201, `cut at statement ${k}: sent in the end`)
-    t.ok(proxy.fired(), `the cut at statement ${k} happened`)
-    proxy.disarm()
-    t.same(smsTo(to), [res.json().sid], `cut at statement ${k}: one message at Twilio, the one answered`)
-  }
-})
+    t.ok(opted > 20, `opt-outs were exercised (${opted})`)
+    t.comment(`seed ${SEED} (CHAOS_SEED to replay)`)
+  })
+}
+
+/** The database cut at every statement of a fallback attempt in turn. */
+export function cutEveryWorkerStatementTest (): void {
+  t.test('fallback: the database connection cut at every statement of an attempt in turn: still exactly one SMS', async (t) => {
+    // A clean attempt, to count its statements.
+    const to0 = randomNumber()
+    const sid0 = await storeWhatsAppMessage(db, { to: to0, body: TEXT })
+    await recordFailure(sid0, to0)
+    const before = proxy.statements()
+    await drive(sid0, Date.now() + 20_000)
+    const statements = proxy.statements() - before
+    t.ok(statements >= 8, `an attempt is ${statements} statements`)
+    for (let k = 1; k <= statements; k++) {
+      const to = randomNumber()
+      const sid = await storeWhatsAppMessage(db, { to, body: TEXT })
+      await recordFailure(sid, to)
+      proxy.failAtStatement(k, 150)
+      await drive(sid, Date.now() + 30_000)
+      t.ok(proxy.fired(), `the cut at statement ${k} happened`)
+      proxy.disarm()
+      const row = await fallbackOf(db, sid)
+      t.equal(row?.state, 'sent', `cut at statement ${k}`)
+      t.same(smsTo(to), [row?.fallback_sid], `cut at statement ${k}: exactly one SMS, the one recorded`)
+    }
+  })
+}
+
+/** `POST /v1/messages` with an Idempotency-Key, the database cut at every statement in turn. */
+export function cutEverySendStatementTest (): void {
+  t.test('POST /v1/messages with an Idempotency-Key: the database connection cut at every statement in turn: one message at Twilio per key, the one answered', async (t) => {
+    const checkContract = contractChecker(t)
+    // No statistics rollup refresh (the console's, at ready and every minute): its statements would
+    // go through the proxy too and be counted as the send's.
+    const app = await buildApp(loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '600', CONSOLE_STATS_REFRESH_INTERVAL: '0' })), { db: proxied.db })
+    checkContract(app)
+    t.teardown(async () => { await app.close() })
+    const post = async (to: string, key: string) => await app.inject({ method: 'POST', url: '/v1/messages', headers: { authorization: `Bearer ${API_KEY}`, 'idempotency-key': key }, payload: { to, from: SMS_FROM, body: TEXT } })
+    const before = proxy.statements()
+    t.equal((await post(randomNumber(), 'k-clean')).statusCode, 201)
+    const statements = proxy.statements() - before
+    t.ok(statements >= 4, `a send is ${statements} statements`)
+    for (let k = 1; k <= statements; k++) {
+      const to = randomNumber()
+      proxy.failAtStatement(k, 150)
+      let res = await post(to, `k-cut-${k}`)
+      const deadline = Date.now() + 30_000
+      while (res.statusCode !== 201 && Date.now() < deadline) {
+        t.ok([409, 502, 503].includes(res.statusCode), `cut at ${k}: answered ${res.statusCode} ${res.json().code}`)
+        await sleep(300)
+        res = await post(to, `k-cut-${k}`)
+      }
+      t.equal(res.statusCode, 201, `cut at statement ${k}: sent in the end`)
+      t.ok(proxy.fired(), `the cut at statement ${k} happened`)
+      proxy.disarm()
+      t.same(smsTo(to), [res.json().sid], `cut at statement ${k}: one message at Twilio, the one answered`)
+    }
+  })
+}
