@@ -2,7 +2,9 @@
  * Benchmark of outbound status webhooks against the real server (`node src/server.ts`, a child
  * process), a real PostgreSQL database and a fast receiver on loopback. Run:
  * `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres node bench/deliveries.ts [seconds]`.
- * Results go to docs/webhooks-out.md ("Performance") by hand.
+ * Results go to docs/webhooks-out.md ("Performance") by hand. Settings: BENCH_CONNECTIONS (50),
+ * BENCH_BACKLOG (20,000), BENCH_RATE (200 callbacks/s for the lag), BENCH_POOL (20), the server's
+ * BENCH_SERVER_ENV ('KEY=VALUE KEY=VALUE') and BENCH_SERVER_NODE_OPTIONS ('--cpu-prof ...').
  *
  * 1. Ingest A/B: new-message callbacks (autocannon) without a subscription, then with one active
  *    subscription delivering every change to the receiver; alternated twice, fresh messages each run.
@@ -76,7 +78,9 @@ const server = await startServer({
   WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32',
   WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION: process.env.WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION ?? '32',
   // The flags `npm start` runs with; BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile.
-  NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim()
+  NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim(),
+  // More server configuration: BENCH_SERVER_ENV='WEBHOOK_MAX_IN_FLIGHT=64 LOG_LEVEL=info'.
+  ...Object.fromEntries((process.env.BENCH_SERVER_ENV ?? '').split(/\s+/).filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
 }, 120_000).catch(async (err: unknown) => {
   await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`)
   throw err
@@ -171,7 +175,7 @@ const sent = rate * seconds
 const start = Date.now()
 for (let i = 0; i < sent; i++) {
   const due = start + (i * 1000) / rate
-  if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()))
+  if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - Date.now())))
   const c = callback('SM' + randomBytes(16).toString('hex'), 'sent')
   fetch(`${server.address}${PATH}`, { method: 'POST', headers: c.headers, body: c.body }).then((r) => r.arrayBuffer(), () => {})
 }
