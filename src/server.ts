@@ -16,7 +16,24 @@ import { jobQueueConnectionOf } from './fallback/queue.ts'
 /** How long shutdown may take before the process exits anyway, in ms. */
 const SHUTDOWN_DELAY_MS = 10_000
 
+/**
+ * Until close-with-grace takes over, SIGINT/SIGTERM end the process with a normal exit (130/143),
+ * so 'exit' hooks run: an embedded PostgreSQL being started is stopped, not left running. Node's
+ * default for these signals ends the process without them.
+ */
+function exitOnSignal (signal: NodeJS.Signals): void {
+  process.exit(signal === 'SIGINT' ? 130 : 143)
+}
+
 async function main (): Promise<void> {
+  process.once('SIGINT', exitOnSignal)
+  process.once('SIGTERM', exitOnSignal)
+  // Started by a parent over an IPC channel (a supervisor, the tests): when the parent is gone,
+  // even killed with SIGKILL, shut down as on SIGTERM instead of running on as an orphan.
+  if (process.send !== undefined) {
+    process.channel?.unref() // the channel alone does not keep the process running
+    process.once('disconnect', () => { process.kill(process.pid, 'SIGTERM') })
+  }
   const config = loadConfigOrExit(process.env)
   const { url, embedded } = await resolveDatabaseUrl(config)
   // Set once the app (and its logger) exists; a connection can only drop after that.
@@ -46,6 +63,8 @@ async function main (): Promise<void> {
     if (ran.length > 0) app.log.info({ migrations: ran.map((r) => r.migrationName) }, 'migrated')
   }
 
+  process.removeListener('SIGINT', exitOnSignal)
+  process.removeListener('SIGTERM', exitOnSignal)
   closeWithGrace({ delay: SHUTDOWN_DELAY_MS }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
     else app.log.info({ signal }, 'shutting down')

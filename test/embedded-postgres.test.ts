@@ -11,7 +11,7 @@ import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import twilio from 'twilio'
 import { ACCOUNT_SID, API_KEY, AUTH_TOKEN, STATUS_PATH, formBody, messageSid, smsCallback } from './helpers/app.ts'
-import { startServer } from './helpers/process.ts'
+import { atProcessEnd, startServer } from './helpers/process.ts'
 
 // Five server starts (initdb, restarts) and a migrate: minutes on a loaded machine, not a hang.
 t.setTimeout(600_000)
@@ -30,8 +30,27 @@ function alive (pid: number): boolean {
   try { process.kill(pid, 0); return true } catch { return false }
 }
 
-/** Never leave a server behind, even when an assertion fails halfway. */
+/** The data folders of the PostgreSQL servers this file may have left running. */
+const started = new Set<string>()
+
+/**
+ * Stops (SIGINT, PostgreSQL's fast shutdown) every server this file started that still runs. The
+ * servers are detached from the terminal's process group, so a Ctrl-C reaches Tidings but not
+ * them, and a Tidings killed mid-test (or this file, interrupted before its teardowns) would leave
+ * one behind.
+ */
+function stopLeftovers (): void {
+  const pids = [...started].map(postmasterPid).filter((pid): pid is number => pid !== undefined && alive(pid))
+  for (const pid of pids) { try { process.kill(pid, 'SIGINT') } catch {} }
+  // Synchronously (this runs at exit): up to 5 s for them to go, then their folders.
+  for (let i = 0; i < 100 && pids.some(alive); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50)
+  for (const dataDir of started) rmSync(dataDir, { recursive: true, force: true })
+}
+atProcessEnd(stopLeftovers)
+
+/** Never leave a server behind, even when an assertion fails halfway or the run is interrupted. */
 function reap (t: Test, dataDir: string): void {
+  started.add(dataDir)
   t.teardown(async () => {
     const pid = postmasterPid(dataDir)
     if (pid !== undefined && alive(pid)) { process.kill(pid, 'SIGINT'); await gone(pid) }

@@ -78,12 +78,19 @@ export async function startEmbeddedPostgres (dataDir: string, opts: EmbeddedPost
 
   let child: ChildProcess | undefined
   let port = 0
+  // A process that exits without stop() (process.exit after a shutdown timeout, a crash, a Ctrl-C
+  // while PostgreSQL is still starting) still asks it for a fast shutdown, from the moment it is
+  // spawned; only SIGKILL leaves it running (adopted at the next start).
+  let spawned: ChildProcess | undefined
+  const onExit = (): void => { if (spawned !== undefined && spawned.exitCode === null) spawned.kill('SIGINT') }
+  process.once('exit', onExit)
   for (let attempt = 1; child === undefined; attempt++) {
     port = await freePort()
-    const started = spawnPostgres(binaries.postgres, root, port, ids, opts.settings ?? {})
+    const started = spawned = spawnPostgres(binaries.postgres, root, port, ids, opts.settings ?? {})
     const ready = await waitReady(urlOf(state.password, port), started, root, opts.readyTimeoutMs ?? 60_000)
     if (ready === true) child = started
     else if (attempt >= 3 || !/could not bind|Address already in use/i.test(ready)) {
+      process.removeListener('exit', onExit)
       throw new Error(`the embedded PostgreSQL in ${directory} did not start: ${ready}`)
     }
   }
@@ -91,10 +98,6 @@ export async function startEmbeddedPostgres (dataDir: string, opts: EmbeddedPost
     if (child.exitCode !== null || child.signalCode !== null) resolve()
     else child.once('exit', () => resolve())
   })
-  // A process that exits without stop() (process.exit after a shutdown timeout, a crash) still
-  // asks PostgreSQL for a fast shutdown; only SIGKILL leaves it running (adopted at the next start).
-  const onExit = (): void => { if (child.exitCode === null) child.kill('SIGINT') }
-  process.once('exit', onExit)
   let stopping: Promise<void> | undefined
   return {
     url: urlOf(state.password, port),

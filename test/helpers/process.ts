@@ -27,6 +27,30 @@ export async function freePort (): Promise<number> {
   return port
 }
 
+const atEnd: Array<() => void> = []
+
+/**
+ * Runs `fn` (synchronous) when this process ends: at exit, or on SIGINT/SIGTERM/SIGHUP (then the
+ * signal is raised again, so the process still ends as it would have). A Ctrl-C ends a test file
+ * before its teardowns run, and a signal's default action skips 'exit' listeners.
+ */
+export function atProcessEnd (fn: () => void): void {
+  atEnd.push(fn)
+  if (atEnd.length > 1) return
+  const run = (): void => { for (const f of atEnd.splice(0)) { try { f() } catch {} } }
+  process.once('exit', run)
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => { run(); process.kill(process.pid, signal) })
+  }
+}
+
+/** Servers started by this test process and not yet exited. */
+const running = new Set<ChildProcess>()
+// A test process that ends takes its servers with it: SIGTERM, so each stops the embedded
+// PostgreSQL it may have started. Without this a server spawned just as Ctrl-C arrived outlived
+// the run, PostgreSQL and all.
+atProcessEnd(() => { for (const child of running) child.kill('SIGTERM') })
+
 /**
  * Starts the server with `env` and resolves once it listens: found from its "listening" log line
  * (PORT 0, the default, needs LOG_LEVEL info), or, when LOG_LEVEL is above info, by picking a free
@@ -40,8 +64,12 @@ export async function startServer (env: Record<string, string | undefined>, time
   const child = spawn(process.execPath, [entry], {
     // Load shedding off: these tests are about behaviour, not about how busy the test machine is.
     env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', MAX_EVENT_LOOP_DELAY_MS: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
+    // The IPC channel: if this process dies before stopping the server, the server sees the channel
+    // close and shuts down (src/server.ts), taking its embedded PostgreSQL with it.
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc']
   })
+  running.add(child)
+  child.once('exit', () => running.delete(child))
   const logs: Array<Record<string, unknown>> = []
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
