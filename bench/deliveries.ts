@@ -6,8 +6,9 @@
  * BENCH_BACKLOG (20,000), BENCH_RATE (200 callbacks/s for the lag), BENCH_POOL (20), the server's
  * BENCH_SERVER_ENV ('KEY=VALUE KEY=VALUE') and BENCH_SERVER_NODE_OPTIONS ('--cpu-prof ...').
  *
- * 1. Ingest A/B: new-message callbacks (autocannon) without a subscription, then with one active
- *    subscription delivering every change to the receiver; alternated twice, fresh messages each run.
+ * 1. Ingest A/B: new-message callbacks (autocannon) without a subscription and with one active
+ *    subscription delivering every change to the receiver: a warm-up run, then without, with, with,
+ *    without (fresh messages each run; the deliveries drained after each).
  * 2. Delivery throughput: a backlog of BENCH_BACKLOG changes (one batch through the recorder with
  *    the outbound-webhook hook, in one transaction) drained to the receiver; deliveries/s from the first to the last request received.
  * 3. Lag: callbacks at a steady BENCH_RATE per second; for each delivery, the time from the event's
@@ -95,11 +96,11 @@ function callback (sid: string, status: string): { body: string, headers: Record
   }
 }
 
-async function ingest (): Promise<{ rps: number, p50: number, p99: number, non2xx: number }> {
+async function ingest (duration: number): Promise<{ rps: number, p50: number, p99: number, non2xx: number }> {
   const result = await autocannon({
     url: server.address,
     connections,
-    duration: seconds,
+    duration,
     requests: [{ method: 'POST', path: PATH, setupRequest: (req) => ({ ...req, ...callback('SM' + randomBytes(16).toString('hex'), 'sent') }) }]
   } as autocannon.Options)
   return { rps: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx }
@@ -122,17 +123,22 @@ async function drained (): Promise<void> {
   }
 }
 
-// 1. Ingest A/B, alternated.
+// 1. Ingest A/B: a warm-up run (not counted: the server's first seconds run cold code), then
+// without / with / with / without, so a drift over the runs (a warmer server, larger tables)
+// weighs on both sides alike.
 const sub = await subscription(true)
 await subscription(false, sub)
-const ab: Array<{ run: string, rps: number, p50: number, p99: number, non2xx: number }> = []
-for (const round of [1, 2]) {
-  await subscription(false, sub)
-  ab.push({ run: `without subscription (${round})`, ...await ingest() })
-  await subscription(true, sub)
-  ab.push({ run: `with one subscription (${round})`, ...await ingest() })
+await ingest(Math.max(3, Math.round(seconds / 2)))
+const ab: Array<{ run: string, with: boolean, rps: number, p50: number, p99: number, non2xx: number, sentDuring: number }> = []
+const deliveredSoFar = async (): Promise<number> => (await check.query("select count(*)::int as n from webhook_deliveries where state <> 'pending'")).rows[0].n
+for (const [i, on] of [false, true, true, false].entries()) {
+  await subscription(on, sub)
+  const before = await deliveredSoFar()
+  const result = await ingest(seconds)
+  ab.push({ run: `${on ? 'with one subscription' : 'without subscription'} (${i < 2 ? 1 : 2})`, with: on, ...result, sentDuring: await deliveredSoFar() - before })
   await drained()
 }
+await subscription(true, sub)
 
 // 2. Throughput: a backlog committed at once (one batch through the recorder with the
 // outbound-webhook hook: its messages, events and deliveries in one transaction).
@@ -191,12 +197,11 @@ await admin.end()
 receiver.close()
 
 console.log(`\nnode ${process.version}, ${connections} connections, ${seconds} s per ingest run, WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION=${process.env.WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION ?? '32'}`)
-console.log('| ingest run | req/s | p50 ms | p99 ms | non-2xx |')
-console.log('|---|---|---|---|---|')
-for (const r of ab) console.log(`| ${r.run} | ${r.rps} | ${r.p50} | ${r.p99} | ${r.non2xx} |`)
-const without = (ab[0].rps + ab[2].rps) / 2
-const withSub = (ab[1].rps + ab[3].rps) / 2
-console.log(`\ningest with one subscription: ${(100 * withSub / without).toFixed(1)} % of without (mean of two runs each)`)
+console.log('| ingest run | req/s | p50 ms | p99 ms | non-2xx | deliveries sent during the run |')
+console.log('|---|---|---|---|---|---|')
+for (const r of ab) console.log(`| ${r.run} | ${r.rps} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${r.sentDuring} |`)
+const mean = (on: boolean): number => ab.filter((r) => r.with === on).reduce((sum, r) => sum + r.rps, 0) / 2
+console.log(`\ningest with one subscription: ${(100 * mean(true) / mean(false)).toFixed(1)} % of without (mean of two runs each, after a warm-up run)`)
 console.log(`delivery throughput: ${backlog} deliveries in ${lastAt - firstAt} ms = ${throughput} deliveries/s (first delivery ${fanOutMs} ms after the backlog committed)`)
 console.log(`lag commit → delivery at ${rate} callbacks/s for ${seconds} s (${lags.length} deliveries): p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${lags.at(-1)} ms`)
 console.log(`duplicates during the backlog: ${duplicates}; deliveries by attempts and last error: ${attempts.map((r: { attempts: number, error: string, n: number }) => `${r.n}×${r.attempts}${r.error === '' ? '' : ` (${r.error})`}`).join(', ')}`)
