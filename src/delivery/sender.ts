@@ -63,12 +63,20 @@ const MAX_UNRECORDED = 10_000
 const COALESCE_MS = 5
 
 /**
- * While the process is saturated with callbacks (`SATURATED_BACKLOG`), the pause between passes
- * in ms, and the share of `WEBHOOK_MAX_IN_FLIGHT` the sender keeps in flight: deliveries yield the
- * CPU and database round trips to provider callbacks, whose fast 2xx matters more than lag.
+ * Throttling while the process is saturated with callbacks (`SATURATED_BACKLOG`): deliveries yield
+ * the CPU and database round trips to provider callbacks, whose fast 2xx matters more than lag.
+ * Throttled, the sender pauses `YIELD_MS` between passes and keeps a share of
+ * `WEBHOOK_MAX_IN_FLIGHT` in flight (at least one request). The share halves every `HALVE_MS` of
+ * saturation, down to `MIN_SHARE`, and grows back by the whole every `RAMP_MS` without: a
+ * saturated stretch with short dips stays throttled instead of sending at full speed in every dip
+ * (the sender's own bursts drew the recording backlog under the threshold for a few passes in each
+ * second of saturation, and a third of the deliveries owed went out while callbacks waited,
+ * `node bench/deliveries.ts`), and throttling ends gradually.
  */
 const YIELD_MS = 100
-const YIELD_SHARE = 1 / 64
+const MIN_SHARE = 1 / 64
+const HALVE_MS = 100
+const RAMP_MS = 2000
 /**
  * Saturation, as the sender sees it: over about `SATURATION_WINDOW_MS`, callbacks waiting for a
  * recording slot average more than `SATURATED_BACKLOG` events while the event loop is more than
@@ -82,9 +90,10 @@ const SATURATED_BACKLOG = 8
 const SATURATED_ELU = 0.7
 const SATURATION_WINDOW_MS = 250
 /**
- * The longest the sender yields in one go, in ms; after that it does not yield again for as long,
- * so under saturation that never lets up deliveries still go out at least half the time and their
- * lag stays bounded.
+ * The longest the sender stays throttled in one go while deliveries are due, in ms; after that it
+ * does not throttle again for as long, so under saturation that never lets up deliveries still go
+ * out at full speed at least half the time and their lag stays bounded. Throttling with nothing due
+ * does not count.
  */
 const MAX_YIELD_MS = 10_000
 
@@ -115,8 +124,16 @@ export class Sender {
   /** Event-loop utilisation and recording backlog, smoothed over `SATURATION_WINDOW_MS`. */
   #busy = 0
   #backlog = 0
-  #yielding = false
-  #yieldingSince: number | undefined
+  /** The share of `WEBHOOK_MAX_IN_FLIGHT` the sender may use (1: not throttled), as of `#shareAt`. */
+  #share = 1
+  #shareAt = performance.now()
+  /** ms throttled while deliveries were due, in the current throttled stretch. */
+  #throttledMs = 0
+  /**
+   * The last claim got every row it asked for, so more deliveries are probably due: throttling now
+   * holds them back. Only such throttling counts toward `MAX_YIELD_MS`.
+   */
+  #owed = false
   #noYieldUntil = 0
   readonly #inFlight = new Map<string, number>()
   #total = 0
@@ -163,7 +180,7 @@ export class Sender {
 
   async #run (): Promise<void> {
     while (!this.#stopped) {
-      const yielding = this.#yielding = this.#shouldYield()
+      const yielding = this.#throttle() < 1
       if (this.#total > 0 || yielding) {
         // Requests in flight: let a few more finish, so one claim and one outcome write serve many
         // deliveries. Ingest saturated: wait longer, so callbacks get the CPU and the database.
@@ -188,10 +205,11 @@ export class Sender {
   }
 
   /**
-   * Whether to yield this pass: the process is saturated with callbacks (see `SATURATED_BACKLOG`),
-   * for at most `MAX_YIELD_MS` in a row.
+   * The share of `WEBHOOK_MAX_IN_FLIGHT` this pass may use (see `YIELD_MS`): below 1 while the
+   * process is saturated with callbacks (see `SATURATED_BACKLOG`) and shortly after, for at most
+   * `MAX_YIELD_MS` in a row.
    */
-  #shouldYield (): boolean {
+  #throttle (): number {
     const at = performance.now()
     const elu = performance.eventLoopUtilization()
     const weight = 1 - Math.exp(-(at - this.#sampledAt) / SATURATION_WINDOW_MS)
@@ -200,19 +218,25 @@ export class Sender {
     this.#elu = elu
     this.#sampledAt = at
     const saturated = this.#backlog > SATURATED_BACKLOG && this.#busy > SATURATED_ELU
-    if (!saturated || at < this.#noYieldUntil) {
-      this.#yieldingSince = undefined
-      return false
+    const elapsed = at - this.#shareAt
+    this.#shareAt = at
+    if (at < this.#noYieldUntil) this.#share = 1
+    else if (saturated) this.#share = Math.max(MIN_SHARE, this.#share * 0.5 ** (elapsed / HALVE_MS))
+    else this.#share = Math.min(1, this.#share + elapsed / RAMP_MS)
+    // Throttling with nothing due delays no delivery, so it spends none of the budget: otherwise a
+    // saturated stretch with nothing to send would leave the deliveries that follow no yielding.
+    if (this.#share === 1) this.#throttledMs = 0
+    else if (this.#owed) this.#throttledMs += elapsed
+    if (this.#throttledMs > MAX_YIELD_MS) {
+      this.#throttledMs = 0
+      this.#noYieldUntil = at + MAX_YIELD_MS
+      this.#share = 1
     }
-    this.#yieldingSince ??= at
-    if (at - this.#yieldingSince <= MAX_YIELD_MS) return true
-    this.#yieldingSince = undefined
-    this.#noYieldUntil = at + MAX_YIELD_MS
-    return false
+    return this.#share
   }
 
   async #claimAndSend (): Promise<number> {
-    const limit = this.#yielding ? Math.max(1, Math.floor(this.#config.maxInFlight * YIELD_SHARE)) : this.#config.maxInFlight
+    const limit = Math.max(1, Math.floor(this.#config.maxInFlight * this.#share))
     const free = limit - this.#total
     if (free <= 0) return 0
     if (Date.now() - this.#subs.at >= Math.min(this.#config.pollIntervalMs, 1000)) {
@@ -220,7 +244,10 @@ export class Sender {
       this.#subs = { rows, at: Date.now() }
     }
     const subs = this.#subs.rows
-    if (subs.length === 0) return 0
+    if (subs.length === 0) {
+      this.#owed = false
+      return 0
+    }
     // Start from a different subscription each time, so a small global budget is shared fairly.
     const start = this.#turn++ % subs.length
     const ids: string[] = []
@@ -232,6 +259,7 @@ export class Sender {
       if (n > 0) { ids.push(sub.id); slots.push(n); budget -= n }
     }
     if (ids.length === 0) return 0
+    const wanted = slots.reduce((sum, n) => sum + n, 0)
     const leaseMs = this.#config.timeoutMs + 5000
     const { rows } = await sql<ClaimedRow>`
       with want as (select * from unnest(${ids}::uuid[], ${slots}::int[]) as w(id, slots)),
@@ -263,6 +291,7 @@ export class Sender {
       })
       this.#sends.add(p)
     }
+    this.#owed = rows.length === wanted
     return rows.length
   }
 
