@@ -200,7 +200,7 @@ console.log(`\nnode ${process.version}, ${connections} connections, ${seconds} s
 console.log('| ingest run | req/s | p50 ms | p99 ms | non-2xx | deliveries sent during the run |')
 console.log('|---|---|---|---|---|---|')
 for (const r of ab) console.log(`| ${r.run} | ${r.rps} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${r.sentDuring} |`)
-const mean = (on: boolean): number => ab.filter((r) => r.with === on).reduce((sum, r) => sum + r.rps, 0) / 2
+const mean = (on: boolean): number => { const runs = ab.filter((r) => r.with === on); return runs.reduce((sum, r) => sum + r.rps, 0) / runs.length }
 console.log(`\ningest with one subscription: ${(100 * mean(true) / mean(false)).toFixed(1)} % of without (mean of two runs each, after a warm-up run)`)
 console.log(`delivery throughput: ${backlog} deliveries in ${lastAt - firstAt} ms = ${throughput} deliveries/s (first delivery ${fanOutMs} ms after the backlog committed)`)
 console.log(`lag commit → delivery at ${rate} callbacks/s for ${seconds} s (${lags.length} deliveries): p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${lags.at(-1)} ms`)

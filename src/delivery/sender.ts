@@ -66,8 +66,8 @@ const COALESCE_MS = 5
  * Throttling while the process is saturated with callbacks (`SATURATED_BACKLOG`): deliveries yield
  * the CPU and database round trips to provider callbacks, whose fast 2xx matters more than lag.
  * Throttled, the sender pauses `YIELD_MS` between passes and keeps a share of
- * `WEBHOOK_MAX_IN_FLIGHT` in flight (at least one request). The share halves every `HALVE_MS` of
- * saturation, down to `MIN_SHARE`, and grows back by the whole every `RAMP_MS` without: a
+ * `WEBHOOK_MAX_IN_FLIGHT` in flight (at least one request). The share drops to `MIN_SHARE` as soon
+ * as the process is saturated and grows back by the whole every `RAMP_MS` without: a
  * saturated stretch with short dips stays throttled instead of sending at full speed in every dip
  * (the sender's own bursts drew the recording backlog under the threshold for a few passes in each
  * second of saturation, and a third of the deliveries owed went out while callbacks waited,
@@ -75,7 +75,6 @@ const COALESCE_MS = 5
  */
 const YIELD_MS = 100
 const MIN_SHARE = 1 / 64
-const HALVE_MS = 100
 const RAMP_MS = 2000
 /**
  * Saturation, as the sender sees it: over about `SATURATION_WINDOW_MS`, callbacks waiting for a
@@ -221,7 +220,7 @@ export class Sender {
     const elapsed = at - this.#shareAt
     this.#shareAt = at
     if (at < this.#noYieldUntil) this.#share = 1
-    else if (saturated) this.#share = Math.max(MIN_SHARE, this.#share * 0.5 ** (elapsed / HALVE_MS))
+    else if (saturated) this.#share = MIN_SHARE
     else this.#share = Math.min(1, this.#share + elapsed / RAMP_MS)
     // Throttling with nothing due delays no delivery, so it spends none of the budget: otherwise a
     // saturated stretch with nothing to send would leave the deliveries that follow no yielding.
@@ -259,7 +258,7 @@ export class Sender {
       if (n > 0) { ids.push(sub.id); slots.push(n); budget -= n }
     }
     if (ids.length === 0) return 0
-    const wanted = slots.reduce((sum, n) => sum + n, 0)
+    const wanted = free - budget
     const leaseMs = this.#config.timeoutMs + 5000
     const { rows } = await sql<ClaimedRow>`
       with want as (select * from unnest(${ids}::uuid[], ${slots}::int[]) as w(id, slots)),
