@@ -138,6 +138,12 @@ export interface RunResult {
    */
   dbCpuUsPerCallback: number | null
   dbCpu: number | null
+  /**
+   * Acknowledged callbacks per writing transaction: callbacks over the transaction ids the server
+   * assigned during the run (every recording batch takes one; the few other writers, such as the
+   * job queue's maintenance, count too). `null` without `databaseUrl`.
+   */
+  perTransaction: number | null
   /** Server process CPU time in µs per acknowledged callback. */
   serverCpuUsPerCallback: number
   /** Indices into the stream of the callbacks answered 2xx. */
@@ -156,6 +162,17 @@ export function cpuTicks (pid: number): number {
  * CPU ticks (10 ms) used so far by each PostgreSQL backend connected to the database at `url`, by
  * pid; `null` when /proc cannot show them (the database on another host, or another user's).
  */
+/** The server's next transaction id: how many writing transactions began so far, without taking one. */
+async function nextXid (url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return Number((await client.query<{ x: string }>('select pg_snapshot_xmax(pg_current_snapshot())::text as x')).rows[0].x)
+  } finally {
+    await client.end()
+  }
+}
+
 async function backendTicks (url: string): Promise<Map<number, number> | null> {
   const client = new pg.Client({ connectionString: url })
   await client.connect()
@@ -180,6 +197,7 @@ export function rssMiB (pid: number): number {
 export async function replay (server: ServerProcess, stream: readonly Callback[], connections: number, label: string, databaseUrl?: string): Promise<RunResult> {
   const pid = server.child.pid as number
   const db0 = databaseUrl === undefined ? null : await backendTicks(databaseUrl)
+  const xid0 = databaseUrl === undefined ? null : await nextXid(databaseUrl)
   let next = 0
   const acknowledged = new Set<number>()
   let peak = rssMiB(pid)
@@ -215,6 +233,7 @@ export async function replay (server: ServerProcess, stream: readonly Callback[]
   clearInterval(sampler)
   const ticks = cpuTicks(pid) - ticks0
   const db1 = databaseUrl === undefined ? null : await backendTicks(databaseUrl)
+  const xids = databaseUrl === undefined || xid0 === null ? null : await nextXid(databaseUrl) - xid0
   let dbTicks: number | null = null
   if (db0 !== null && db1 !== null) {
     dbTicks = 0
@@ -235,6 +254,7 @@ export async function replay (server: ServerProcess, stream: readonly Callback[]
     serverCpuUsPerCallback: Math.round(ticks * 1e4 / acked), // one tick = 10 ms = 10,000 µs
     dbCpu: dbTicks === null ? null : Math.round(dbTicks / seconds),
     dbCpuUsPerCallback: dbTicks === null ? null : Math.round(dbTicks * 1e4 / acked),
+    perTransaction: xids === null ? null : Math.round(10 * acknowledged.size / Math.max(xids, 1)) / 10,
     acknowledged,
     statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, stat]) => [code, stat?.count ?? 0]))
   }

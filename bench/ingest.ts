@@ -60,7 +60,7 @@ async function scenario (run: number, label: string, connections: number, env: R
     const result = await replay(server, stream, connections, label, db.url)
     const check = await checkDatabase(db.url, stream, result.acknowledged)
     rows.push({ ...result, ...check, run })
-    console.log(`  run ${run} ${label} @${connections}: ${result.perSecond}/s p50 ${result.p50} ms p99 ${result.p99} ms non-2xx ${result.non2xx} errors ${result.errors} cpu ${result.serverCpu} % (${result.serverCpuUsPerCallback} µs/callback) db cpu ${result.dbCpu ?? '?'} % (${result.dbCpuUsPerCallback ?? '?'} µs/callback) rss ${result.peakRssMiB} MiB codes ${JSON.stringify(result.statusCodes)}; lost ${check.lost} doubled ${check.doubled} wrong ${check.wrongStatus}`)
+    console.log(`  run ${run} ${label} @${connections}: ${result.perSecond}/s p50 ${result.p50} ms p99 ${result.p99} ms non-2xx ${result.non2xx} errors ${result.errors} cpu ${result.serverCpu} % (${result.serverCpuUsPerCallback} µs/callback) db cpu ${result.dbCpu ?? '?'} % (${result.dbCpuUsPerCallback ?? '?'} µs/callback) rss ${result.peakRssMiB} MiB ${result.perTransaction ?? '?'} callbacks/transaction codes ${JSON.stringify(result.statusCodes)}; lost ${check.lost} doubled ${check.doubled} wrong ${check.wrongStatus}`)
   } finally {
     await server.stop()
     await db.drop()
