@@ -28,7 +28,7 @@ t.test('recordEvents records a batch in a constant number of statements', async 
   const many = await count(Array.from({ length: 200 }, (_, i) => event(messageSid(), i % 2 === 0 ? 'sent' : 'delivered')))
   const sid = messageSid()
   const mixed = await count([event(sid, 'sent'), event(sid, 'delivered'), event(sid, 'sent'), event(messageSid(), 'queued')])
-  t.equal(many, one, `200 events take as many statements as 1 (${one}: BEGIN, upsert, insert, update, COMMIT)`)
+  t.equal(many, one, `200 events take as many statements as 1 (${one}: BEGIN, upsert-and-insert, update, COMMIT)`)
   t.equal(mixed, one, 'so do several events of one message and a duplicate inside the batch')
 })
 
@@ -135,7 +135,7 @@ t.test('the recording statements are prepared once per connection, and survive a
   const record = async (): Promise<void> => { await recordEvents(one.db, [event(messageSid(), 'sent'), event(messageSid(), 'queued')]) }
   await record()
   const prepared = (await sql<{ name: string }>`select name from pg_prepared_statements order by name`.execute(one.db)).rows.map((r) => r.name)
-  t.same(prepared, ['tidings_insert_events', 'tidings_upsert_messages'], 'the two inserts (the update needs a custom plan: see applyStatusChanges)')
+  t.same(prepared, ['tidings_record_batch'], 'the upsert-and-insert (the update needs a custom plan: see applyStatusChanges)')
   for (let i = 0; i < 7; i++) await record() // past PostgreSQL's switch to a generic plan (after 5 runs)
   // Another replica's migration adds a column while this connection holds the prepared statements:
   // the upsert returns listed columns, not `*`, so its result type does not change.

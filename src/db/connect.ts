@@ -1,7 +1,10 @@
-import { Kysely, PostgresDialect, sql, type RawBuilder } from 'kysely'
+import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import { defaultReadPoolMax } from '../config/resilience.ts'
 import type { Database } from './database.ts'
+import { marksStatements } from './round-trips.ts'
+
+export { preparedStatement, sentWithNext } from './round-trips.ts'
 
 // bigint (int8) ids exceed Number.MAX_SAFE_INTEGER in the long run: keep them as strings (pg's default).
 
@@ -105,46 +108,9 @@ export function resilientPool (config: pg.PoolConfig, onError: (err: Error) => v
   pool.on('connect', (client) => {
     // A client in use losing its connection (and, harmlessly, an idle one too: both listeners run).
     client.on('error', (err) => onError(err))
-    preparesMarkedStatements(client)
+    marksStatements(client)
   })
   return pool
-}
-
-/** Start of SQL that should run as a named prepared statement: see `preparedStatement`. */
-const PREPARED_MARK = '/* prepared:'
-
-/**
- * Marks a fixed SQL text to run as a named prepared statement on every pool connection: put the
- * result first in a Kysely `sql` template (`sql\`${preparedStatement('upsert_messages')} insert …\``).
- * PostgreSQL then parses and plans it once per connection instead of on every call (for the
- * recording statements that was about a fifth of their database time, docs/performance.md).
- *
- * Only for statements whose text never changes and whose result columns are listed (not `*`): a
- * prepared `select *` fails with "cached plan must not change result type" on connections that
- * prepared it before a migration added a column. Behind PgBouncer in transaction mode, set its
- * `max_prepared_statements`.
- * @param name - unique per statement text: `[a-z_]+`.
- * @returns the raw SQL comment that carries the name.
- */
-export function preparedStatement (name: string): RawBuilder<unknown> {
-  if (!/^[a-z_]+$/.test(name)) throw new Error(`prepared statement name must be [a-z_]+: ${name}`)
-  return sql.raw(`${PREPARED_MARK}${name} */`)
-}
-
-/**
- * Kysely's pg driver calls `client.query(text, values)`, which always sends an unnamed statement;
- * this sends marked texts as `{ name, text, values }` instead, so pg prepares them once per
- * connection (and discards them with it).
- */
-function preparesMarkedStatements (client: pg.PoolClient): void {
-  const query = client.query.bind(client) as (...args: unknown[]) => unknown
-  client.query = ((text: unknown, ...rest: unknown[]) => {
-    if (typeof text === 'string' && text.startsWith(PREPARED_MARK)) {
-      const name = 'tidings_' + text.slice(PREPARED_MARK.length, text.indexOf(' */'))
-      return query({ name, text, values: rest[0] }, ...rest.slice(1))
-    }
-    return query(text, ...rest)
-  }) as typeof client.query
 }
 
 function statsOf (pool: pg.Pool): () => { total: number, idle: number, waiting: number } {

@@ -1,12 +1,13 @@
 /**
- * The recording statements: each handles a whole batch in one round trip, whatever its size. The
- * batch travels as one JSON array (`jsonb_to_recordset`), which is cheaper to build and to send
- * than one parameter per column and row, and keeps the statement text fixed, so the two inserts run
- * as prepared statements (`preparedStatement`): parsed and planned once per connection. Called by
- * `recordBatch` (record-events.ts), which owns the transaction.
+ * The recording statements: each handles a whole batch, whatever its size, and a batch takes two
+ * round trips in all (BEGIN travels with the first statement, the update with COMMIT:
+ * src/db/round-trips.ts). The batch travels as JSON arrays (`jsonb_to_recordset`), which are
+ * cheaper to build and to send than one parameter per column and row, and keep the statement text
+ * fixed, so the upsert-and-insert runs as a prepared statement (`preparedStatement`): parsed and
+ * planned once per connection. Called by `recordBatch` (record-events.ts), which owns the transaction.
  */
-import { sql, type Transaction } from 'kysely'
-import { preparedStatement } from '../db/connect.ts'
+import { sql, type RawBuilder, type Transaction } from 'kysely'
+import { preparedStatement, sentWithNext } from '../db/connect.ts'
 import { MESSAGE_COLUMNS, type Database, type MessageRow } from '../db/database.ts'
 import type { MessageState } from '../domain/status-precedence.ts'
 import type { IncomingEvent, MessageIdentity } from './record-events.ts'
@@ -20,15 +21,9 @@ export interface MessageChange {
   state: MessageState
 }
 
-/**
- * Creates the messages that do not exist, fills the fields the existing ones lack, and locks every
- * row in `sid` order until the transaction ends. An identity from another account than the stored
- * message's fills nothing (that event will be refused as `account_mismatch`).
- * @param identities - at most one per sid.
- * @returns every row, by sid.
- */
-export async function upsertMessages (trx: Transaction<Database>, identities: readonly MessageIdentity[]): Promise<Map<string, MessageRow>> {
-  const input = JSON.stringify(identities.map((e) => ({
+/** The batch's messages as `upsertSql` reads them: one JSON array. */
+function identitiesJson (identities: readonly MessageIdentity[]): string {
+  return JSON.stringify(identities.map((e) => ({
     sid: e.sid,
     provider: e.provider,
     channel: e.channel,
@@ -41,12 +36,20 @@ export async function upsertMessages (trx: Transaction<Database>, identities: re
     recipients: e.email === undefined || e.email.recipients.length === 0 ? null : e.email.recipients,
     tags: e.email?.tags ?? null
   })))
+}
+
+/**
+ * The upsert of `identitiesJson`: creates the messages that do not exist, fills the fields the
+ * existing ones lack, and locks every row in `sid` order until the transaction ends. An identity
+ * from another account than the stored message's fills nothing (its events are refused as
+ * `account_mismatch`). Returns the rows' `MESSAGE_COLUMNS`.
+ */
+function upsertSql (input: string): RawBuilder<MessageRow> {
   // Fill a missing field only from the message's own account (or when either has none).
-  const fill = (column: string): ReturnType<typeof sql.raw> => sql.raw(`${column} = case
+  const fill = (column: string): RawBuilder<unknown> => sql.raw(`${column} = case
       when messages.account_sid is null or excluded.account_sid is null or messages.account_sid = excluded.account_sid
       then coalesce(messages.${column}, excluded.${column}) else messages.${column} end`)
-  const result = await sql<MessageRow>`${preparedStatement('upsert_messages')}
-    insert into messages (sid, provider, channel, account_sid, messaging_service_sid, from_address, to_address, subject, recipients, tags)
+  return sql<MessageRow>`insert into messages (sid, provider, channel, account_sid, messaging_service_sid, from_address, to_address, subject, recipients, tags)
     select sid, provider, channel, account_sid, messaging_service_sid, from_address, to_address, subject, recipients, tags
     from jsonb_to_recordset(${input}::jsonb) as x(sid text, provider text, channel text, account_sid text,
       messaging_service_sid text, from_address text, to_address text, subject text, recipients text[], tags jsonb)
@@ -55,21 +58,44 @@ export async function upsertMessages (trx: Transaction<Database>, identities: re
       account_sid = coalesce(messages.account_sid, excluded.account_sid),
       ${fill('messaging_service_sid')}, ${fill('from_address')}, ${fill('to_address')},
       ${fill('subject')}, ${fill('recipients')}, ${fill('tags')}
-    returning ${RETURNED_MESSAGE_COLUMNS}`.execute(trx)
-  return new Map(result.rows.map((row) => [row.sid, row]))
+    returning ${RETURNED_MESSAGE_COLUMNS}`
 }
 
 /**
- * Inserts the events, skipping those already recorded (`(message_sid, message_status)` or
- * `svix_id`), with ids in input order.
- * @param events - at most one per `(sid, status)`.
- * @returns the new events' ids, keyed `${sid}\u0000${status}`.
+ * Creates or fills and locks messages (see `upsertSql`), for callers that record no status event.
+ * @param identities - at most one per sid.
+ * @returns every row, by sid.
  */
-export async function insertEvents (trx: Transaction<Database>, events: readonly IncomingEvent[]): Promise<Map<string, string>> {
-  if (events.length === 0) return new Map()
+export async function upsertMessages (trx: Transaction<Database>, identities: readonly MessageIdentity[]): Promise<Map<string, MessageRow>> {
+  const result = await sql<MessageRow>`${preparedStatement('upsert_messages')} ${upsertSql(identitiesJson(identities))}`.execute(trx)
+  return new Map(result.rows.map((row) => [row.sid, row]))
+}
+
+/** What `upsertMessagesInsertEvents` found and did. */
+export interface BatchWrite {
+  /** Every message of the batch as locked and filled, by sid. */
+  rows: Map<string, MessageRow>
+  /** The new events' ids, keyed `${sid}\u0000${status}`. */
+  ids: Map<string, string>
+}
+
+/**
+ * One statement, one round trip: the upsert of the batch's messages (`upsertSql`), then the insert
+ * of its events with `ON CONFLICT DO NOTHING`, skipping those already recorded
+ * (`(message_sid, message_status)` or `svix_id`) and those whose `AccountSid` differs from their
+ * message's (refused as `account_mismatch` by the caller). Event ids follow the input order.
+ *
+ * The transaction's xid is taken before any event id, as the live stream's horizon requires
+ * (src/stream/horizon.ts): an event row is formed only from a joined message row, so the upsert
+ * has written (and taken the xid) before the first `nextval` of the events' ids.
+ * @param identities - at most one per sid; every event's sid among them.
+ * @param events - in the order their ids should follow; a repeated `(sid, status)` is inserted once.
+ */
+export async function upsertMessagesInsertEvents (trx: Transaction<Database>, identities: readonly MessageIdentity[], events: readonly IncomingEvent[]): Promise<BatchWrite> {
   const input = JSON.stringify(events.map((e, ord) => ({
     ord,
     sid: e.sid,
+    account_sid: e.accountSid,
     status: e.status,
     channel: e.channel,
     from_address: e.from,
@@ -83,18 +109,32 @@ export async function insertEvents (trx: Transaction<Database>, events: readonly
     svix_id: e.svixId ?? null,
     occurred_at: e.occurredAt ?? null
   })))
-  const result = await sql<{ id: string, message_sid: string, message_status: string }>`${preparedStatement('insert_events')}
-    insert into message_events (message_sid, message_status, channel, from_address, to_address, error_code,
-      error_message, raw, received_at, carrier_at, source, svix_id, occurred_at)
-    select sid, status, channel, from_address, to_address, error_code, error_message, raw, received_at,
-      carrier_at, source, svix_id, occurred_at
-    from jsonb_to_recordset(${input}::jsonb) as x(ord int, sid text, status text, channel text, from_address text,
-      to_address text, error_code text, error_message text, raw jsonb, received_at timestamptz,
-      carrier_at timestamptz, source text, svix_id text, occurred_at timestamptz)
-    order by ord
-    on conflict do nothing
-    returning id, message_sid, message_status`.execute(trx)
-  return new Map(result.rows.map((r) => [`${r.message_sid}\u0000${r.message_status}`, String(r.id)]))
+  const result = await sql<MessageRow & { new_event_ids: Record<string, string> | null }>`${preparedStatement('record_batch')}
+    with m as (${upsertSql(identitiesJson(identities))}),
+    e as (
+      insert into message_events (message_sid, message_status, channel, from_address, to_address, error_code,
+        error_message, raw, received_at, carrier_at, source, svix_id, occurred_at)
+      select x.sid, x.status, x.channel, x.from_address, x.to_address, x.error_code, x.error_message, x.raw,
+        x.received_at, x.carrier_at, x.source, x.svix_id, x.occurred_at
+      from jsonb_to_recordset(${input}::jsonb) as x(ord int, sid text, account_sid text, status text, channel text,
+        from_address text, to_address text, error_code text, error_message text, raw jsonb, received_at timestamptz,
+        carrier_at timestamptz, source text, svix_id text, occurred_at timestamptz)
+      join m on m.sid = x.sid
+      where x.account_sid is null or m.account_sid is null or x.account_sid = m.account_sid
+      order by x.ord
+      on conflict do nothing
+      returning id, message_sid, message_status
+    )
+    select ${RETURNED_MESSAGE_COLUMNS},
+      (select jsonb_object_agg(e.message_status, e.id::text) from e where e.message_sid = m.sid) as new_event_ids
+    from m`.execute(trx)
+  const rows = new Map<string, MessageRow>()
+  const ids = new Map<string, string>()
+  for (const { new_event_ids: created, ...row } of result.rows) {
+    rows.set(row.sid, row)
+    if (created !== null) for (const [status, id] of Object.entries(created)) ids.set(`${row.sid}\u0000${status}`, id)
+  }
+  return { rows, ids }
 }
 
 /**
@@ -106,6 +146,10 @@ export async function insertEvents (trx: Transaction<Database>, events: readonly
  * 2 ms a batch at 6,000 messages, most of the database's CPU, and growing with the table).
  * It is not a prepared statement for the same reason: a generic plan cannot see the array's length
  * either, and the one PostgreSQL cached while the table was small kept scanning it when it grew.
+ *
+ * Nothing reads its result, so it travels with the transaction's next statement (a hook's, or
+ * COMMIT: `sentWithNext`), one round trip fewer; if it fails, that statement rejects with its error
+ * and nothing of the batch commits.
  */
 export async function applyStatusChanges (trx: Transaction<Database>, changes: readonly MessageChange[]): Promise<void> {
   if (changes.length === 0) return
@@ -122,7 +166,7 @@ export async function applyStatusChanges (trx: Transaction<Database>, changes: r
     bounced_at: s.bouncedAt,
     complained_at: s.complainedAt
   })))
-  await sql`
+  await sql`${sentWithNext()}
     update messages m set status = x.status, status_rank = x.status_rank, error_code = x.error_code,
       error_message = x.error_message, sent_at = x.sent_at, delivered_at = x.delivered_at, read_at = x.read_at,
       failed_at = x.failed_at, bounced_at = x.bounced_at, complained_at = x.complained_at, updated_at = now()

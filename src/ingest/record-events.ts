@@ -2,18 +2,21 @@
  * Recording events once: the heart of Tidings.
  *
  * `recordEvents` records a batch of events in one transaction and a constant number of statements,
- * whatever its size (`batch-statements.ts`):
- * 1. `upsertMessages`: one multi-row upsert creates the messages Tidings has not seen (callbacks for
- *    messages sent by other systems are tracked too), fills fields they lacked, and locks every
- *    message of the batch in `sid` order, so concurrent batches serialise per message and never
- *    deadlock on each other. It is the transaction's first write, so the transaction holds its xid
- *    before it takes any event id (the live stream's horizon relies on that: `src/stream/horizon.ts`).
- * 2. `insertEvents`: one multi-row insert with `ON CONFLICT DO NOTHING RETURNING`: the UNIQUE
- *    `(message_sid, message_status)` (and `svix_id`) makes a duplicate a no-op.
- * 3. The status is folded in TypeScript with the precedence rule (`applyEvent`); several events of
+ * whatever its size (`batch-statements.ts`), in two round trips (BEGIN travels with the first
+ * statement and the update with COMMIT: `src/db/round-trips.ts`):
+ * 1. `upsertMessagesInsertEvents`, one statement:
+ *    - a multi-row upsert creates the messages Tidings has not seen (callbacks for messages sent by
+ *      other systems are tracked too), fills fields they lacked, and locks every message of the
+ *      batch in `sid` order, so concurrent batches serialise per message and never deadlock on each
+ *      other. It is the transaction's first write, so the transaction holds its xid before it takes
+ *      any event id (the live stream's horizon relies on that: `src/stream/horizon.ts`);
+ *    - a multi-row insert of the events with `ON CONFLICT DO NOTHING RETURNING`: the UNIQUE
+ *      `(message_sid, message_status)` (and `svix_id`) makes a duplicate a no-op, and an event
+ *      from another account than its message's is not inserted.
+ * 2. The status is folded in TypeScript with the precedence rule (`applyEvent`); several events of
  *    one message in one batch fold in order.
- * 4. `applyStatusChanges`: one multi-row update of the messages whose state moved.
- * 5. `RecordHooks.onRecorded`, once per batch with the new events: features that must commit or
+ * 3. `applyStatusChanges`: one multi-row update of the messages whose state moved.
+ * 4. `RecordHooks.onRecorded`, once per batch with the new events: features that must commit or
  *    roll back together with the events (the WhatsApp → SMS fallback, outbound webhooks) plug in there.
  * Callers acknowledge only after this resolves (the transaction committed).
  *
@@ -24,7 +27,7 @@
 import type { Kysely, Transaction } from 'kysely'
 import type { Channel, Database, EventSource, MessageRow, Provider } from '../db/database.ts'
 import { applyEvent, type MessageState } from '../domain/status-precedence.ts'
-import { applyStatusChanges, insertEvents, upsertMessages, type MessageChange } from './batch-statements.ts'
+import { applyStatusChanges, upsertMessagesInsertEvents, type MessageChange } from './batch-statements.ts'
 
 /** One provider event, normalised. */
 export interface IncomingEvent {
@@ -68,7 +71,7 @@ export interface EmailFields {
   tags: unknown
 }
 
-/** The fields `upsertMessages` needs: those of an event that describe the message itself. */
+/** The fields the upsert needs: those of an event that describe the message itself. */
 export type MessageIdentity = Pick<IncomingEvent, 'provider' | 'sid' | 'channel' | 'accountSid' | 'messagingServiceSid' | 'from' | 'to' | 'email'>
 
 /** What happened to one event. */
@@ -192,6 +195,7 @@ function outcomeOf (e: IncomingEvent, outcome: RecordOutcome['outcome']): Record
  */
 export async function recordBatch (trx: Transaction<Database>, events: readonly IncomingEvent[], hooks: RecordHooks = {}): Promise<RecordOutcome[]> {
   if (events.length === 0) return []
+  const outcomes: RecordOutcome[] = new Array(events.length)
   // Messages in sid order, each with its events in (status, arrival) order.
   const groups: Indexed[][] = []
   for (const item of events.map((e, i) => ({ e, i })).sort(compareIndexed)) {
@@ -199,38 +203,42 @@ export async function recordBatch (trx: Transaction<Database>, events: readonly 
     if (last !== undefined && last[0].e.sid === item.e.sid) last.push(item)
     else groups.push([item])
   }
-  const rows = await upsertMessages(trx, groups.map((g) => identityOf(g.map((x) => x.e))))
-
-  const outcomes: RecordOutcome[] = new Array(events.length)
-  const candidates: Indexed[][] = []
+  // What goes to the database: per message, the first event of each (status, AccountSid) and of
+  // each delivery id; the rest of the batch are duplicates whatever the database holds. Events of
+  // another account than the message's are left out by the statement itself.
+  const sent: Indexed[] = []
   const deliveries = new Set<string>()
   for (const group of groups) {
+    const first = sent.length
+    for (const item of group) {
+      const { e } = item
+      const repeat = sent.slice(first).some((m) => m.e.status === e.status && m.e.accountSid === e.accountSid)
+      if (!repeat && (e.svixId == null || !deliveries.has(e.svixId))) {
+        sent.push(item)
+        if (e.svixId != null) deliveries.add(e.svixId)
+      }
+    }
+  }
+  const { rows, ids } = await upsertMessagesInsertEvents(trx, groups.map((g) => identityOf(g.map((x) => x.e))), sent.map((x) => x.e))
+  const wasSent = new Set(sent)
+
+  const recorded: RecordedEvent[] = []
+  const changes: MessageChange[] = []
+  const current = new Map<string, string | null>()
+  for (const group of groups) {
     const row = rows.get(group[0].e.sid) as MessageRow
-    const mine: Indexed[] = []
+    let state = stateOf(row)
+    let moved = false
+    const claimed = new Set<string>()
     for (const item of group) {
       const { e, i } = item
       if (e.accountSid !== null && row.account_sid !== null && e.accountSid !== row.account_sid) {
         outcomes[i] = outcomeOf(e, 'account_mismatch')
-      } else if (mine.at(-1)?.e.status === e.status || (e.svixId != null && deliveries.has(e.svixId))) {
-        outcomes[i] = outcomeOf(e, 'duplicate')
-      } else {
-        mine.push(item)
-        if (e.svixId != null) deliveries.add(e.svixId)
+        continue
       }
-    }
-    candidates.push(mine)
-  }
-
-  const ids = await insertEvents(trx, candidates.flat().map((x) => x.e))
-  const recorded: RecordedEvent[] = []
-  const changes: MessageChange[] = []
-  const current = new Map<string, string | null>()
-  for (const [g, group] of groups.entries()) {
-    const row = rows.get(group[0].e.sid) as MessageRow
-    let state = stateOf(row)
-    let moved = false
-    for (const { e, i } of candidates[g]) {
-      const eventId = ids.get(`${e.sid}\u0000${e.status}`)
+      // The statement inserted the first event sent of this status that passed the account check.
+      const eventId = claimed.has(e.status) || !wasSent.has(item) ? undefined : ids.get(`${e.sid}\u0000${e.status}`)
+      claimed.add(e.status)
       if (eventId === undefined) {
         outcomes[i] = outcomeOf(e, 'duplicate')
         continue

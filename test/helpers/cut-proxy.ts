@@ -17,6 +17,11 @@ export interface CutProxy {
   url: string
   /** Statements (`Q`/`P` messages) seen so far, over every connection. */
   statements: () => number
+  /**
+   * Round trips so far, over every connection: messages that make the server answer and wait for
+   * the client (`Q`, simple query, and `S`, Sync, which ends an extended-protocol pipeline).
+   */
+  roundTrips: () => number
   /** Refuses connections for `ms` and destroys the open ones. */
   refuse: (ms: number) => Promise<void>
   /** Cuts everything when the `n`-th statement from now arrives (that statement never reaches the server). */
@@ -32,6 +37,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
   const target = new URL(targetUrl)
   const sockets = new Set<net.Socket>()
   let seen = 0
+  let trips = 0
   let failAt: number | undefined
   let refuseMsOnFail = 100
   let didFire = true
@@ -60,7 +66,10 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
         if (!started) {
           // An SSLRequest (code 80877103) is followed by a real startup message.
           if (!(length === 8 && message.readInt32BE(4) === 80877103)) started = true
+        } else if (message[0] === 0x53) {
+          trips++
         } else if (message[0] === 0x51 || message[0] === 0x50) {
+          if (message[0] === 0x51) trips++
           seen++
           if (failAt !== undefined && seen >= failAt) {
             failAt = undefined
@@ -96,6 +105,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
   return {
     url: url.toString(),
     statements: () => seen,
+    roundTrips: () => trips,
     refuse,
     failAtStatement: (n, refuseMs = 100) => { failAt = seen + n; refuseMsOnFail = refuseMs; didFire = false },
     fired: () => didFire,
