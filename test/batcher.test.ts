@@ -26,6 +26,17 @@ t.test('Recorder.recordGrouped (EventBatcher)', async (t) => {
     t.equal((await db.selectFrom('message_events').select('id').where('message_sid', 'in', sids).execute()).length, 200)
   })
 
+  t.test('with a batch in flight, the events of one turn of the event loop share the next transaction', async (t) => {
+    const batcher = batcherOf(db, 2)
+    const blocker = batcher.recordGrouped(event(messageSid(), 'sent')) // one slot busy, one free
+    const sids = Array.from({ length: 20 }, () => messageSid())
+    // Arriving one after the other in this turn, as callbacks read from many sockets in one I/O phase.
+    const outcomes = await Promise.all(sids.map(async (sid) => await batcher.recordGrouped(event(sid, 'sent'))))
+    await blocker
+    t.ok(outcomes.every((o) => o.outcome === 'recorded'))
+    t.equal(await commitsFor(sids), 1, 'one transaction, not a batch of one and then the other nineteen')
+  })
+
   t.test('a lone event is recorded at once, in its own transaction', async (t) => {
     const batcher = batcherOf(db, 4)
     const sid = messageSid()

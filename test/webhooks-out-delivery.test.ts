@@ -176,7 +176,8 @@ for (const [mode, name] of Object.entries(yieldCases)) {
 
     // Saturation: a transaction elsewhere holds a message row, so the recording batches of its 20
     // callbacks wait on the lock, both slots are taken and the rest queue; and the event loop is
-    // kept busy (9 ms of every 10).
+    // kept busy (9 ms of every 10). The first two callbacks go one at a time, so each takes a slot
+    // (callbacks of one turn of the event loop would share one batch).
     const held = messageSid()
     t.equal((await postCallback(app, smsCallback(held, 'queued'))).statusCode, 200)
     await slow.waitUntil((r) => r.length === 1)
@@ -186,7 +187,12 @@ for (const [mode, name] of Object.entries(yieldCases)) {
     await locker.query('begin')
     await locker.query('select 1 from messages where sid = $1 for update', [held])
     const statuses = Array.from({ length: 20 }, (_, i) => ['sending', 'sent', 'delivered', 'read'][i % 4])
-    const waiting = statuses.map(async (status) => await postCallback(app, smsCallback(held, status)))
+    const waiting: Array<ReturnType<typeof postCallback>> = []
+    for (const status of statuses.slice(0, 2)) {
+      waiting.push(postCallback(app, smsCallback(held, status)))
+      await eventually(() => app.recorder.batcher.inFlight === waiting.length, 5000, 'a recording slot taken')
+    }
+    waiting.push(...statuses.slice(2).map(async (status) => await postCallback(app, smsCallback(held, status))))
     await eventually(() => app.recorder.batcher.queued > 8, 5000, 'a recording backlog')
     const burner = setInterval(() => { if (busy) blockFor(9) }, 10)
     t.teardown(() => { clearInterval(burner) })
