@@ -19,7 +19,6 @@
 import { TwilioCallError, viaTwilio } from '../providers/twilio-call.ts'
 import { createHash } from 'node:crypto'
 import type { Kysely, Transaction } from 'kysely'
-import twilio from 'twilio'
 import type { Database, MessageRow } from '../db/database.ts'
 import {
   claimIdempotencyKey, completeIdempotencyKey, IdempotencyLeaseLostError, isSidOfAnotherKey, markIdempotencyKeyUnknown,
@@ -28,7 +27,7 @@ import {
 import { cancelPendingFallback } from '../fallback/repository.ts'
 import { AppError } from '../errors.ts'
 import type { Recorder } from '../ingest/recorder.ts'
-import { classifyTwilioError, type TwilioClientFor } from '../providers/twilio-rest.ts'
+import { classifyTwilioError, isTwilioRestException, type TwilioClientFor } from '../providers/twilio-rest.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
 import { findEarlierSend } from '../providers/twilio-lookup.ts'
 import { checkStorable } from './check-storable.ts'
@@ -111,7 +110,7 @@ export function canonicalJson (value: unknown): string {
 
 /** How a failed create call is answered, and whether the message may exist at Twilio. */
 function failureOf (err: unknown): { error: AppError, maybeSent: boolean, final: boolean } {
-  if (err instanceof twilio.RestException) {
+  if (isTwilioRestException(err)) {
     const twilioCode = err.code !== undefined ? String(err.code) : `http_${err.status}`
     const fields = { twilio_code: twilioCode }
     if (err.status === 429) {

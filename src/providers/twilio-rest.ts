@@ -10,27 +10,41 @@
  * and hands them to its `httpClient`, so a `RequestClient` that swaps the origin and keeps path and
  * query is the one place that needs to know.
  */
-import twilio from 'twilio'
+import { createRequire } from 'node:module'
+import type twilio from 'twilio'
 import type { Config } from '../config/config.ts'
 
 export type TwilioClient = twilio.Twilio
+
+let lib: typeof twilio | undefined
+
+/**
+ * twilio-node, loaded on first use: importing it costs about 35 MiB of resident memory
+ * (docs/performance.md), which a process that only records callbacks never needs.
+ */
+export function twilioLib (): typeof twilio {
+  lib ??= createRequire(import.meta.url)('twilio') as typeof twilio
+  return lib
+}
+
+/** True when `err` is twilio-node's `RestException` (never while twilio-node is not loaded: nothing could have thrown one). */
+export function isTwilioRestException (err: unknown): err is InstanceType<typeof twilio.RestException> {
+  return lib !== undefined && err instanceof lib.RestException
+}
 
 type Request<TData> = Parameters<typeof twilio.RequestClient.prototype.request<TData>>[0]
 type Response<TData> = Awaited<ReturnType<typeof twilio.RequestClient.prototype.request<TData>>>
 
 /** twilio-node's own HTTP client, pointed at `baseUrl` instead of `https://*.twilio.com`. */
-class BaseUrlRequestClient extends twilio.RequestClient {
-  readonly #baseUrl: string
-  constructor (baseUrl: string, timeoutMs: number) {
-    super({ timeout: timeoutMs })
-    this.#baseUrl = baseUrl
+function baseUrlRequestClient (baseUrl: string, timeoutMs: number): twilio.RequestClient {
+  class BaseUrlRequestClient extends twilioLib().RequestClient {
+    override async request<TData>(opts: Request<TData>): Promise<Response<TData>> {
+      const original = new URL(opts.uri)
+      const uri = new URL(original.pathname + original.search, baseUrl).href
+      return await super.request({ ...opts, uri })
+    }
   }
-
-  override async request<TData>(opts: Request<TData>): Promise<Response<TData>> {
-    const original = new URL(opts.uri)
-    const uri = new URL(original.pathname + original.search, this.#baseUrl).href
-    return await super.request({ ...opts, uri })
-  }
+  return new BaseUrlRequestClient({ timeout: timeoutMs })
 }
 
 export interface TwilioRestOptions {
@@ -59,9 +73,9 @@ export function createTwilioClients (opts: TwilioRestOptions): TwilioClientFor {
     if (client === undefined) {
       const token = opts.tokens.get(sid)?.[0] ?? ''
       const httpClient = opts.baseUrl !== undefined
-        ? new BaseUrlRequestClient(opts.baseUrl, opts.timeoutMs)
-        : new twilio.RequestClient({ timeout: opts.timeoutMs })
-      client = twilio(sid, token, { httpClient, autoRetry: false })
+        ? baseUrlRequestClient(opts.baseUrl, opts.timeoutMs)
+        : new (twilioLib().RequestClient)({ timeout: opts.timeoutMs })
+      client = twilioLib()(sid, token, { httpClient, autoRetry: false })
       clients.set(sid, client)
     }
     return client
@@ -90,7 +104,7 @@ const NOT_SENT_NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'
 
 /** Reads a twilio-node error; `undefined` when `err` is not a Twilio or network failure (a bug). */
 export function classifyTwilioError (err: unknown): TwilioFailure | undefined {
-  if (err instanceof twilio.RestException) {
+  if (isTwilioRestException(err)) {
     const code = err.code !== undefined ? String(err.code) : `http_${err.status}`
     const message = err.message ?? `HTTP ${err.status}`
     if (err.status === 429) return { kind: 'retryable', code, message, maybeAccepted: false }
@@ -114,5 +128,5 @@ export function classifyTwilioError (err: unknown): TwilioFailure | undefined {
 
 /** The HTTP status of a Twilio API error (`RestException`), `undefined` for anything else. */
 export function twilioHttpStatus (err: unknown): number | undefined {
-  return err instanceof twilio.RestException ? err.status : undefined
+  return isTwilioRestException(err) ? err.status : undefined
 }

@@ -12,7 +12,7 @@
  * of that account is tried (old and new during rotation). There is no switch that turns this off.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto'
-import twilio from 'twilio'
+import { twilioLib } from './twilio-rest.ts'
 
 /** `valid`, or why the request was refused. */
 export type TwilioSignatureVerdict = 'valid' | 'invalid_signature' | 'unknown_account'
@@ -64,7 +64,7 @@ export function verifyTwilioSignature (
       const expected = createHmac('sha1', token).update(Buffer.from(variant, 'utf8')).update(signedParams).digest('base64')
       if (timingSafeEqual(given, Buffer.from(expected))) return 'valid'
     }
-    if (needsFullCheck && twilio.validateRequest(token, signature, url, params)) return 'valid'
+    if (needsFullCheck && twilioLib().validateRequest(token, signature, url, params)) return 'valid'
   }
   return 'invalid_signature'
 }
