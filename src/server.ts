@@ -3,6 +3,7 @@
  * `DATA_DIR` when it is unset, started here and stopped last), migrate unless `MIGRATE_ON_START=false`, build, listen, and shut down
  * gracefully on SIGINT/SIGTERM (in-flight requests finish, then the pool closes).
  */
+import v8 from 'node:v8'
 import closeWithGrace from 'close-with-grace'
 import type { FastifyBaseLogger } from 'fastify'
 import { buildApp } from './app.ts'
@@ -12,6 +13,16 @@ import { resolveDatabaseUrl } from './db/embedded-postgres.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { unavailableReason, waitForDatabase } from './db/wait-for-database.ts'
 import { jobQueueConnectionOf } from './fallback/queue.ts'
+
+/**
+ * How far V8 lets the old generation grow past the live heap before its next full collection:
+ * 30 % (`--heap-growing-percent`, a V8 flag Node refuses in NODE_OPTIONS, hence set here) instead
+ * of V8's own factor, which on a small heap allows up to four times the live size. Under the
+ * bench's 32 connections the peak RSS went from 229 to 178 MiB with no measurable CPU cost
+ * (docs/performance.md, Memory).
+ */
+const HEAP_GROWING_PERCENT = 30
+v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`)
 
 /** How long shutdown may take before the process exits anyway, in ms. */
 const SHUTDOWN_DELAY_MS = 10_000
