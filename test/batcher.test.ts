@@ -26,15 +26,32 @@ t.test('Recorder.recordGrouped (EventBatcher)', async (t) => {
     t.equal((await db.selectFrom('message_events').select('id').where('message_sid', 'in', sids).execute()).length, 200)
   })
 
-  t.test('with a batch in flight, the events of one turn of the event loop share the next transaction', async (t) => {
+  t.test('with a batch in flight, the events that arrive meanwhile share the next transaction', async (t) => {
     const batcher = batcherOf(db, 2)
-    const blocker = batcher.recordGrouped(event(messageSid(), 'sent')) // one slot busy, one free
+    const blocker = batcher.recordGrouped(event(messageSid(), 'sent')) // in flight
     const sids = Array.from({ length: 20 }, () => messageSid())
-    // Arriving one after the other in this turn, as callbacks read from many sockets in one I/O phase.
     const outcomes = await Promise.all(sids.map(async (sid) => await batcher.recordGrouped(event(sid, 'sent'))))
     await blocker
     t.ok(outcomes.every((o) => o.outcome === 'recorded'))
-    t.equal(await commitsFor(sids), 1, 'one transaction, not a batch of one and then the other nineteen')
+    t.equal(await commitsFor(sids), 1, 'one transaction, not a batch of one beside the first and then the other nineteen')
+  })
+
+  t.test('a batch waiting on a row lock: the events queued behind it get a transaction of their own', async (t) => {
+    const batcher = batcherOf(db, 2)
+    const held = messageSid()
+    await batcher.recordGrouped(event(held, 'sent'))
+    const locker = await db.connection().execute(async (conn) => {
+      await sql`begin`.execute(conn)
+      await sql`select 1 from messages where sid = ${held} for update`.execute(conn)
+      const waiting = batcher.recordGrouped(event(held, 'delivered')) // blocks on the lock
+      const sids = Array.from({ length: 5 }, () => messageSid())
+      const others = await Promise.all(sids.map(async (sid) => await batcher.recordGrouped(event(sid, 'sent'))))
+      t.ok(others.every((o) => o.outcome === 'recorded'), 'recorded while the lock is still held')
+      t.equal(batcher.batcher.inFlight, 1, 'the locked batch is still in flight')
+      await sql`commit`.execute(conn)
+      return waiting
+    })
+    t.equal((await locker).outcome, 'recorded', 'and the locked one once the lock is gone')
   })
 
   t.test('a lone event is recorded at once, in its own transaction', async (t) => {

@@ -177,7 +177,7 @@ for (const [mode, name] of Object.entries(yieldCases)) {
     // Saturation: a transaction elsewhere holds a message row, so the recording batches of its 20
     // callbacks wait on the lock, both slots are taken and the rest queue; and the event loop is
     // kept busy (9 ms of every 10). The first two callbacks go one at a time, so each takes a slot
-    // (callbacks of one turn of the event loop would share one batch).
+    // (the second opens once the first has waited SPARE_SLOT_AFTER_MS: src/ingest/batcher.ts).
     const held = messageSid()
     t.equal((await postCallback(app, smsCallback(held, 'queued'))).statusCode, 200)
     await slow.waitUntil((r) => r.length === 1)

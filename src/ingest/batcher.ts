@@ -2,12 +2,11 @@
  * Group commit for webhooks: concurrent callbacks share one recording transaction.
  *
  * A callback's cost is dominated by its commit (one WAL flush), so one commit per callback caps a
- * database at its flush rate (docs/performance.md). The batcher never waits on a timer: with no
- * batch in flight, an event is recorded at once (a batch of one); with one in flight, a free slot
- * takes the events that arrive until the end of the current turn of the event loop (everything
- * already read from the sockets), and events that arrive while every slot is busy queue up; they
- * go together, up to `maxBatch`. Low load therefore keeps single-event latency, and high load gets
- * large batches. Each caller's promise resolves only after its batch committed, so acknowledging still
+ * database at its flush rate (docs/performance.md). With no batch in flight, an event is recorded
+ * at once (a batch of one); with one in flight, events queue up and go together, up to `maxBatch`,
+ * when it ends, or in a spare slot (up to `concurrency` in flight) once the batch in flight has run
+ * `SPARE_SLOT_AFTER_MS`, as when it waits on a row lock. Low load therefore keeps single-event
+ * latency, and high load gets large batches. Each caller's promise resolves only after its batch committed, so acknowledging still
  * means "saved". If a batch fails while the database is reachable (one event the database refuses,
  * a hook throwing, a deadlock or serialization failure), its events are recorded again one per
  * transaction, so one bad event never costs the others their acknowledgement; if the database is
@@ -35,8 +34,10 @@ export class EventBatcher {
   readonly #opts: BatcherOptions
   readonly #queue: Pending[] = []
   #inFlight = 0
-  #waiting = false
-  #turnEnded = false
+  /** When the youngest batch in flight started (`performance.now()`, ms). */
+  #youngestStart = 0
+  /** The timer that opens a spare slot, while one is armed. */
+  #recheck: NodeJS.Timeout | undefined
 
   constructor (opts: BatcherOptions) {
     this.#opts = opts
@@ -61,30 +62,28 @@ export class EventBatcher {
   }
 
   #drain (): void {
-    // With a batch in flight, the next one waits for the end of this turn of the event loop (its
-    // I/O phase): every callback already read from the sockets joins it, instead of a batch of one
-    // or two going first and the rest paying for another round of statements. No timer: under
-    // light load a callback starts its batch at once.
-    if (this.#inFlight > 0 && !this.#turnEnded) {
-      if (!this.#waiting) {
-        this.#waiting = true
-        setImmediate(() => {
-          this.#waiting = false
-          this.#turnEnded = true
+    if (this.#queue.length === 0 || this.#inFlight >= this.#opts.concurrency) return
+    // A spare slot opens only when the youngest batch in flight has run SPARE_SLOT_AFTER_MS: the
+    // events queue behind it meanwhile and go together when it ends.
+    if (this.#inFlight > 0 && this.#opts.maxBatch > 1) {
+      const wait = this.#youngestStart + SPARE_SLOT_AFTER_MS - performance.now()
+      if (wait > 0) {
+        this.#recheck ??= setTimeout(() => {
+          this.#recheck = undefined
           this.#drain()
-          this.#turnEnded = false
-        })
+        }, Math.ceil(wait)).unref() // the batch in flight keeps the process up
+        return
       }
-      return
     }
-    while (this.#inFlight < this.#opts.concurrency && this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#opts.maxBatch)
-      this.#inFlight++
-      this.#run(batch).finally(() => {
-        this.#inFlight--
-        this.#drain()
-      })
-    }
+    const batch = this.#queue.splice(0, this.#opts.maxBatch)
+    this.#inFlight++
+    this.#youngestStart = performance.now()
+    this.#run(batch).finally(() => {
+      this.#inFlight--
+      this.#drain()
+    })
+    // More queued than one batch takes: the next batch may start as well (a spare slot: see above).
+    if (this.#queue.length > 0) this.#drain()
   }
 
   async #run (batch: Pending[]): Promise<void> {
@@ -125,3 +124,12 @@ export class EventBatcher {
 
 /** Attempts for one event whose transaction keeps losing races, before the caller answers 503. */
 const TRANSIENT_ATTEMPTS = 3
+
+/**
+ * How long the youngest batch in flight must have run before another may start beside it, in ms
+ * (with group commit on). A batch normally takes a few ms: one at a time, batches are larger and
+ * the database does a third less work per callback (docs/performance.md). One that takes longer is
+ * most likely waiting on a row lock (another replica's or an operator's transaction), and the
+ * callbacks queued behind it then get a transaction of their own.
+ */
+export const SPARE_SLOT_AFTER_MS = 50
