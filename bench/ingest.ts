@@ -81,11 +81,11 @@ for (const r of rows) {
   groups.set(key, [...(groups.get(key) ?? []), r])
 }
 console.log(`\nmedian of ${runs} run(s); each run sends every callback once`)
-console.log('| scenario | connections | callbacks/s | p50 ms | p99 ms | non-2xx | lost | wrong final status | server CPU % (µs/callback) | database CPU % (µs/callback) | peak RSS MiB | runs (callbacks/s) |')
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|')
+console.log('| scenario | connections | callbacks/s | p50 ms | p99 ms | non-2xx | lost | wrong final status | server CPU % (µs/callback) | database CPU % (µs/callback) | peak RSS MiB | callbacks a transaction | runs (callbacks/s) |')
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 for (const [key, rs] of groups) {
   const [label, connections] = key.split(' | ')
-  console.log(`| ${label} | ${connections} | ${median(rs.map((r) => r.perSecond))} | ${median(rs.map((r) => r.p50))} | ${median(rs.map((r) => r.p99))} | ${rs.reduce((n, r) => n + r.non2xx + r.errors, 0)} | ${rs.reduce((n, r) => n + r.lost + r.doubled, 0)} | ${rs.reduce((n, r) => n + r.wrongStatus, 0)} | ${median(rs.map((r) => r.serverCpu))} (${median(rs.map((r) => r.serverCpuUsPerCallback))}) | ${rs[0].dbCpu === null ? '?' : `${median(rs.map((r) => r.dbCpu ?? 0))} (${median(rs.map((r) => r.dbCpuUsPerCallback ?? 0))})`} | ${median(rs.map((r) => r.peakRssMiB))} | ${rs.map((r) => r.perSecond).join(' / ')} |`)
+  console.log(`| ${label} | ${connections} | ${median(rs.map((r) => r.perSecond))} | ${median(rs.map((r) => r.p50))} | ${median(rs.map((r) => r.p99))} | ${rs.reduce((n, r) => n + r.non2xx + r.errors, 0)} | ${rs.reduce((n, r) => n + r.lost + r.doubled, 0)} | ${rs.reduce((n, r) => n + r.wrongStatus, 0)} | ${median(rs.map((r) => r.serverCpu))} (${median(rs.map((r) => r.serverCpuUsPerCallback))}) | ${rs[0].dbCpu === null ? '?' : `${median(rs.map((r) => r.dbCpu ?? 0))} (${median(rs.map((r) => r.dbCpuUsPerCallback ?? 0))})`} | ${median(rs.map((r) => r.peakRssMiB))} | ${rs[0].perTransaction === null ? '?' : median(rs.map((r) => r.perTransaction ?? 0))} | ${rs.map((r) => r.perSecond).join(' / ')} |`)
 }
 const bad = rows.some((r) => r.lost + r.doubled + r.wrongStatus > 0)
 if (bad) {
