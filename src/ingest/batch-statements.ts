@@ -125,9 +125,10 @@ export async function upsertMessagesInsertEvents (trx: Transaction<Database>, id
       on conflict do nothing
       returning id, message_sid, message_status
     )
-    select ${RETURNED_MESSAGE_COLUMNS},
-      (select jsonb_object_agg(e.message_status, e.id::text) from e where e.message_sid = m.sid) as new_event_ids
-    from m`.execute(trx)
+    select ${sql.raw(MESSAGE_COLUMNS.map((c) => `m.${c}`).join(', '))}, ids.new_event_ids
+    from m left join (
+      select message_sid, jsonb_object_agg(message_status, id::text) as new_event_ids from e group by message_sid
+    ) ids on ids.message_sid = m.sid`.execute(trx)
   const rows = new Map<string, MessageRow>()
   const ids = new Map<string, string>()
   for (const { new_event_ids: created, ...row } of result.rows) {
