@@ -79,7 +79,7 @@ t.test('a held statement that fails rejects the next one, and nothing of the tra
   t.same((await sql<{ id: number }>`select id from notes order by id`.execute(direct)).rows.map((r) => r.id), [24, 25])
 })
 
-t.test('a rollback drops what is held; a transaction goes on after a savepoint', async (t) => {
+t.test('a rollback drops what is held; a held statement runs before the next one, in order', async (t) => {
   const { db, direct, trips } = await setup(t)
   const rolledBack = trips(async () => await db.transaction().execute(async (trx) => {
     await sql`${sentWithNext()} insert into notes values (30, 'never sent')`.execute(trx)

@@ -14,6 +14,8 @@ import type { IncomingEvent, MessageIdentity } from './record-events.ts'
 
 /** `messages.*` spelled out (see `MESSAGE_COLUMNS`). */
 const RETURNED_MESSAGE_COLUMNS = sql.raw(MESSAGE_COLUMNS.join(', '))
+/** The same, of the upsert's rows (`m`) in `upsertMessagesInsertEvents`. */
+const BATCH_MESSAGE_COLUMNS = sql.raw(MESSAGE_COLUMNS.map((c) => `m.${c}`).join(', '))
 
 /** A message whose status state the batch moved. */
 export interface MessageChange {
@@ -125,7 +127,7 @@ export async function upsertMessagesInsertEvents (trx: Transaction<Database>, id
       on conflict do nothing
       returning id, message_sid, message_status
     )
-    select ${sql.raw(MESSAGE_COLUMNS.map((c) => `m.${c}`).join(', '))}, ids.new_event_ids
+    select ${BATCH_MESSAGE_COLUMNS}, ids.new_event_ids
     from m left join (
       select message_sid, jsonb_object_agg(message_status, id::text) as new_event_ids from e group by message_sid
     ) ids on ids.message_sid = m.sid`.execute(trx)

@@ -209,11 +209,12 @@ export async function recordBatch (trx: Transaction<Database>, events: readonly 
   const sent: Indexed[] = []
   const deliveries = new Set<string>()
   for (const group of groups) {
-    const first = sent.length
+    const keys = new Set<string>()
     for (const item of group) {
       const { e } = item
-      const repeat = sent.slice(first).some((m) => m.e.status === e.status && m.e.accountSid === e.accountSid)
-      if (!repeat && (e.svixId == null || !deliveries.has(e.svixId))) {
+      const key = JSON.stringify([e.status, e.accountSid])
+      if (!keys.has(key) && (e.svixId == null || !deliveries.has(e.svixId))) {
+        keys.add(key)
         sent.push(item)
         if (e.svixId != null) deliveries.add(e.svixId)
       }
