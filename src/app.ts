@@ -143,17 +143,19 @@ export async function buildApp (config: Config, deps: AppDeps): Promise<FastifyI
   // connections must not hold the server open (Node closes idle ones only once, at the start).
   let closing = false
   app.addHook('preClose', async () => { closing = true })
-  app.addHook('onSend', async (_request, reply, payload) => {
+  // Callback-style hooks on every request: no promise per request for a synchronous step.
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (closing) reply.header('connection', 'close')
-    return payload
+    done(null, payload)
   })
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     metrics.httpDuration.observe({
       method: request.method,
       route: request.routeOptions.url ?? 'unmatched',
       status_code: String(reply.statusCode)
     }, reply.elapsedTime / 1000)
+    done()
   })
 
   await app.register(loadShedding, { config, metrics, recorderBacklog: () => recorder.batcher.queued })

@@ -175,3 +175,19 @@ t.test('POST /webhooks/twilio/status: a rejected signature names the checked URL
   t.match(warn.hint, /PUBLIC_BASE_URL/)
   t.match(warn.hint, /http:\/\/localhost:80/)
 })
+
+t.test('POST /webhooks/twilio/status: a "__proto__" parameter is stored as a plain field, prototypes untouched', async (t) => {
+  const { app } = await buildTestApp(t)
+  const sid = messageSid()
+  // A computed key: an own property named "__proto__", as querystring.parse gives it.
+  const params = { ...smsCallback(sid, 'delivered'), ['__proto__']: 'x', constructor: 'y' }
+  const res = await postCallback(app, params)
+  t.equal(res.statusCode, 200)
+  const events = await apiGet(app, `/v1/messages/${sid}/events`)
+  t.equal(events.statusCode, 200)
+  const stored = events.json().data[0].params
+  t.ok(Object.hasOwn(stored, '__proto__'), 'an own field named "__proto__"')
+  t.equal(stored.__proto__, 'x') // eslint-disable-line no-proto
+  t.equal(stored.constructor, 'y')
+  t.equal(Object.getPrototypeOf({}).x, undefined, 'Object.prototype gained nothing')
+})

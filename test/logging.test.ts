@@ -1,7 +1,10 @@
 import { Writable } from 'node:stream'
+import Fastify, { LogController } from 'fastify'
 import t from 'tap'
 import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config/config.ts'
+import { addLogFields, installRequestLog } from '../src/http/request-log.ts'
+import { loggerOptions } from '../src/logger.ts'
 import { API_KEY, AUTH_TOKEN, apiGet, messageSid, postCallback, sign, smsCallback, testEnv } from './helpers/app.ts'
 import { createTestDatabase } from './helpers/database.ts'
 
@@ -32,4 +35,26 @@ t.test('logs carry request ids and never secrets, signatures or phone numbers', 
   t.ok(entries.some((e) => e.apiKey === 'billing'), 'the API key name is logged')
   t.ok(entries.some((e) => e.level === 40 && e.verdict === 'invalid_signature'), 'a rejected callback is logged at warn')
   t.ok(entries.some((e) => e.to === '+155******43'), 'addresses appear masked')
+})
+
+t.test('the one line per request redacts the fields a route adds and keeps its request id', async (t) => {
+  const lines: string[] = []
+  const stream = new Writable({ write (chunk: Buffer, _enc, cb) { lines.push(chunk.toString()); cb() } })
+  const app = Fastify({ logger: { ...loggerOptions('info'), stream }, logController: new LogController({ disableRequestLogging: true }) })
+  installRequestLog(app)
+  app.get('/x', async (request) => {
+    addLogFields(request, { sid: 'SM1', body: 'Your code is 123456', Body: 'Your code is 123456', token: 'tok_secret' })
+    return { ok: true }
+  })
+  t.teardown(async () => { await app.close() })
+  await app.inject({ method: 'GET', url: '/x?to=%2B15559876543', headers: { 'x-request-id': 'r-1' } })
+  const line = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.msg === 'request completed')
+  t.ok(line, 'the request line was written')
+  t.equal(line?.sid, 'SM1', 'a route field is on it')
+  t.equal(line?.body, '[redacted]', 'body is redacted')
+  t.equal(line?.Body, '[redacted]', 'Body is redacted')
+  t.equal(line?.token, '[redacted]', 'token is redacted')
+  t.equal(typeof line?.reqId, 'string', 'it carries the request id')
+  t.notMatch(lines.join(''), '15559876543', 'the number in the query string is masked')
+  t.notMatch(lines.join(''), '123456', 'the body is in no line')
 })

@@ -133,3 +133,23 @@ t.test('paramsPartOf signs exactly as twilio-node does, for generated parameters
   }), { numRuns: 2000 })
   t.pass('2000 generated parameter sets sign identically')
 })
+
+t.test('the URL variants kept from the last callback never answer for another URL', async (t) => {
+  const params = { MessageSid: 'SM' + 'a'.repeat(32), MessageStatus: 'delivered', To: '+14158675309' }
+  const tokens = new Map([[ACCOUNT_SID, ['12345']]])
+  const a = 'https://hooks.example.com/webhooks/twilio/status'
+  const b = 'https://hooks.example.com/webhooks/twilio/status?tenant=b'
+  const signedA = twilio.getExpectedTwilioSignature('12345', a, params)
+  const signedB = twilio.getExpectedTwilioSignature('12345', b, params)
+  // Each URL in turn, and back: every verdict is the one for the URL given.
+  t.equal(verifyTwilioSignature(tokens, signedA, a, params), 'valid')
+  t.equal(verifyTwilioSignature(tokens, signedA, b, params), 'invalid_signature')
+  t.equal(verifyTwilioSignature(tokens, signedB, b, params), 'valid')
+  t.equal(verifyTwilioSignature(tokens, signedB, 'not a url', params), 'invalid_signature')
+  t.equal(verifyTwilioSignature(tokens, signedB, b, params), 'valid')
+  t.equal(verifyTwilioSignature(tokens, signedA, a, params), 'valid')
+  // With the default port: validateRequest's variant without it matches, before and after other URLs.
+  const withPort = 'https://hooks.example.com:443/webhooks/twilio/status'
+  t.equal(verifyTwilioSignature(tokens, signedA, withPort, params), 'valid')
+  t.equal(verifyTwilioSignature(tokens, signedB, withPort, params), 'invalid_signature')
+})

@@ -36,6 +36,11 @@ export class RefusedInput extends AppError {
 // A high surrogate not followed by a low one, or a low one not preceded by a high one.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
+/** True when PostgreSQL stores `s` as it is: the common case, checked without building a field name. */
+function storableAsIs (s: string): boolean {
+  return !s.includes('\u0000') && !LONE_SURROGATE.test(s)
+}
+
 function fixString (s: string, found: Set<NormalizeReason>, path: () => string, refuseLoneSurrogates: boolean): string {
   if (s.includes('\u0000')) throw new RefusedInput('nul', `${path()} contains a NUL character, which cannot be stored`)
   if (!LONE_SURROGATE.test(s)) return s
@@ -84,11 +89,15 @@ export function toStorable<T> (value: T, onNormalized: (reason: NormalizeReason)
     if (Array.isArray(source)) {
       for (let i = 0; i < source.length; i++) (target as unknown[])[i] = copy(source[i], path, depth, stack)
     } else {
-      for (const [k, v] of Object.entries(source)) {
-        const key = fixString(k, found, () => `a field name in ${named(path)}`, refuse)
-        const child = path === '' ? key : `${path}.${key}`
-        // Defined as own data properties: a "__proto__" key stays a plain field.
-        Object.defineProperty(target, key, { value: copy(v, child, depth, stack), enumerable: true, writable: true, configurable: true })
+      // Field names and string values are checked in place; a field's dotted path is built only
+      // for a nested object or a message (a callback is some twenty plain strings).
+      for (const k of Object.keys(source)) {
+        const v = (source as Record<string, unknown>)[k]
+        const key = storableAsIs(k) ? k : fixString(k, found, () => `a field name in ${named(path)}`, refuse)
+        const value = typeof v === 'string' && storableAsIs(v) ? v : copy(v, path === '' ? key : `${path}.${key}`, depth, stack)
+        // An own data property: a "__proto__" key stays a plain field.
+        if (key === '__proto__') Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true })
+        else (target as Record<string, unknown>)[key] = value
       }
     }
   }

@@ -67,7 +67,7 @@ export function twilioCallbackToEvent (received: Record<string, unknown>, receiv
     to: normalizeAddress(to),
     errorCode: optional(params, 'ErrorCode'),
     errorMessage: optional(params, 'ErrorMessage') ?? optional(params, 'ChannelStatusMessage'),
-    raw: { ...params },
+    raw: params, // toStorable's copy, not the parser's object
     receivedAt,
     carrierAt: parseRawDlrDoneDate(optional(params, 'RawDlrDoneDate')),
     source: 'webhook'

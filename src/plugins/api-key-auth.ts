@@ -12,6 +12,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { ApiKey } from '../config/config.ts'
 import { AppError } from '../errors.ts'
+import { addLogFields } from '../http/request-log.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -54,6 +55,7 @@ export const apiKeyAuth = fp(async function apiKeyAuth (app: FastifyInstance, op
       if (sessionKey === undefined) throw new AppError('unauthorized', 'The console session has expired or ended; log in again with an API key')
       request.apiKeyName = sessionKey
       request.log = reply.log = request.log.child({ apiKey: sessionKey, session: true })
+      addLogFields(request, { apiKey: sessionKey, session: true })
       return
     }
     const m = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header)
@@ -62,7 +64,8 @@ export const apiKeyAuth = fp(async function apiKeyAuth (app: FastifyInstance, op
       throw new AppError('unauthorized', 'Send a valid API key as "Authorization: Bearer <key>"')
     }
     request.apiKeyName = name
-    // Both loggers: Fastify's "request completed" line is written through reply.log.
+    // The request's other lines through its logger; its one "request completed" line by its fields.
     request.log = reply.log = request.log.child({ apiKey: name })
+    addLogFields(request, { apiKey: name })
   })
 }, { name: 'api-key-auth' })

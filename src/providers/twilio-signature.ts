@@ -44,24 +44,20 @@ export function verifyTwilioSignature (
   // A Twilio signature is base64 of an HMAC-SHA1: 28 characters. Anything else cannot match, so
   // it costs nothing more.
   if (signature === undefined || !SIGNATURE_SHAPE.test(signature)) return 'invalid_signature'
-  // The URL variants twilio's validateRequest tries, worked out once per request rather than once
-  // per token: as received, with and without the scheme's default port. Only a URL that `new URL()`
-  // would re-encode needs validateRequest's further variants (rare: odd characters in the query).
-  let variants: string[]
-  let needsFullCheck: boolean
-  try {
-    variants = [...new Set([url, withoutPort(url), withDefaultPort(url)])]
-    needsFullCheck = new URL(url).toString() !== url
-  } catch {
-    // Not a URL at all (validateRequest would throw): it cannot be the one Twilio signed.
-    return 'invalid_signature'
-  }
+  // The URL variants twilio's validateRequest tries, worked out once per URL (the last one is kept)
+  // rather than once per token: as received, with and without the scheme's default port. Only a URL
+  // that `new URL()` would re-encode needs validateRequest's further variants (rare: odd characters
+  // in the query).
+  const forUrl = urlVariantsOf(url)
+  // Not a URL at all (validateRequest would throw): it cannot be the one Twilio signed.
+  if (forUrl === undefined) return 'invalid_signature'
+  const { variants, needsFullCheck } = forUrl
   const given = Buffer.from(signature)
   // The parameters' part of the signed string, built once (it is the same for every token and URL).
   const signedParams = Buffer.from(paramsPartOf(params), 'utf8')
   for (const token of candidates) {
     for (const variant of variants) {
-      const expected = createHmac('sha1', token).update(Buffer.from(variant, 'utf8')).update(signedParams).digest('base64')
+      const expected = createHmac('sha1', token).update(variant, 'utf8').update(signedParams).digest('base64')
       if (timingSafeEqual(given, Buffer.from(expected))) return 'valid'
     }
     if (needsFullCheck && twilioLib().validateRequest(token, signature, url, params)) return 'valid'
@@ -82,6 +78,27 @@ export function paramsPartOf (params: Record<string, unknown>): string {
     else data += key + String(value)
   }
   return data
+}
+
+/** What `verifyTwilioSignature` checks a URL as: its variants, and whether `new URL()` re-encodes it. */
+interface UrlVariants { variants: readonly string[], needsFullCheck: boolean }
+
+/** The last URL's variants: every callback to one Tidings comes to the same URL or a few. */
+let lastUrl: string | undefined
+let lastVariants: UrlVariants | undefined
+
+/** The URL variants twilio's validateRequest tries; `undefined` when `url` is no URL at all. */
+function urlVariantsOf (url: string): UrlVariants | undefined {
+  if (url === lastUrl) return lastVariants
+  let found: UrlVariants | undefined
+  try {
+    found = { variants: [...new Set([url, withoutPort(url), withDefaultPort(url)])], needsFullCheck: new URL(url).toString() !== url }
+  } catch {
+    found = undefined
+  }
+  lastUrl = url
+  lastVariants = found
+  return found
 }
 
 const AUTHORITY = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#@]*@)?(\[[^\]]*\]|[^/?#:]*)(:\d*)?/i
