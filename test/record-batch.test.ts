@@ -1,7 +1,7 @@
 import { Kysely, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
 import t from 'tap'
-import type { Database } from '../src/db/database.ts'
+import { RECORDING_COLUMNS, type Database } from '../src/db/database.ts'
 import { twilioCallbackToEvent } from '../src/domain/twilio-callback.ts'
 import { AppError } from '../src/errors.ts'
 import { recordBatch, recordEvents, type IncomingEvent, type RecordedEvent } from '../src/ingest/record-events.ts'
@@ -74,6 +74,16 @@ t.test('recordEvents folds several events of one message in one batch, in order,
   t.ok(row.sent_at)
   t.ok(row.failed_at, 'the late failure still fills failed_at')
   t.equal(row.error_code, null, 'a failure below delivered does not set the error')
+})
+
+t.test('hooks get the columns recording returns: status state, addresses, opt-in, external_id, metadata', async (t) => {
+  const { db } = await createTestDatabase(t)
+  const sid = messageSid()
+  await db.insertInto('messages').values({ sid, provider: 'twilio', channel: 'whatsapp', account_sid: ACCOUNT_SID, fallback: true, external_id: 'order-7', metadata: JSON.stringify({ shop: 'a' }) }).execute()
+  let seen: RecordedEvent | undefined
+  await recordEvents(db, [event(sid, 'sent', { To: 'whatsapp:+15551230000', From: 'whatsapp:+15550001111' })], { onRecorded: async (_trx, recorded) => { seen = recorded[0] } })
+  t.same(Object.keys(seen?.message ?? {}).sort(), [...RECORDING_COLUMNS].sort(), 'exactly RECORDING_COLUMNS')
+  t.match(seen?.message, { sid, channel: 'whatsapp', fallback: true, external_id: 'order-7', metadata: { shop: 'a' }, to_address: '+15551230000' })
 })
 
 t.test('a batch is one transaction: a failing hook leaves nothing behind', async (t) => {

@@ -266,6 +266,21 @@ export const MESSAGE_COLUMNS = Object.keys({
   reconcile_read_checks: true
 } satisfies Record<keyof MessagesTable, true>) as ReadonlyArray<keyof MessagesTable>
 
+/**
+ * The columns of a message that recording reads (its status state and account) and its hooks read
+ * (the fallback: channel, addresses, opt-in; outbound webhooks: `external_id`, `metadata`). The
+ * recording statement returns only these: each further column was parsed for every message of
+ * every batch (dates into `Date`s) and read by nobody.
+ */
+export const RECORDING_COLUMNS = [
+  'sid', 'channel', 'account_sid', 'from_address', 'to_address', 'fallback', 'external_id', 'metadata',
+  'status', 'status_rank', 'error_code', 'error_message', 'sent_at', 'delivered_at', 'read_at', 'failed_at',
+  'bounced_at', 'complained_at'
+] as const satisfies ReadonlyArray<keyof MessageRow>
+
+/** A message as recording locked it: `RECORDING_COLUMNS` of its row. */
+export type RecordingMessage = Pick<MessageRow, typeof RECORDING_COLUMNS[number]>
+
 export type NewMessageRow = Insertable<MessagesTable>
 export type MessageUpdate = Updateable<MessagesTable>
 export type MessageEventRow = Selectable<MessageEventsTable>

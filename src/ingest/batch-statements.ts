@@ -8,14 +8,14 @@
  */
 import { sql, type RawBuilder, type Transaction } from 'kysely'
 import { preparedStatement, sentWithNext } from '../db/connect.ts'
-import { MESSAGE_COLUMNS, type Database, type MessageRow } from '../db/database.ts'
+import { MESSAGE_COLUMNS, RECORDING_COLUMNS, type Database, type MessageRow, type RecordingMessage } from '../db/database.ts'
 import type { MessageState } from '../domain/status-precedence.ts'
 import type { IncomingEvent, MessageIdentity } from './record-events.ts'
 
 /** `messages.*` spelled out (see `MESSAGE_COLUMNS`). */
 const RETURNED_MESSAGE_COLUMNS = sql.raw(MESSAGE_COLUMNS.join(', '))
-/** The same, of the upsert's rows (`m`) in `upsertMessagesInsertEvents`. */
-const BATCH_MESSAGE_COLUMNS = sql.raw(MESSAGE_COLUMNS.map((c) => `m.${c}`).join(', '))
+/** What `upsertMessagesInsertEvents` returns of the upsert's rows (`m`): `RECORDING_COLUMNS`. */
+const BATCH_MESSAGE_COLUMNS = sql.raw(RECORDING_COLUMNS.map((c) => `m.${c}`).join(', '))
 
 /** A message whose status state the batch moved. */
 export interface MessageChange {
@@ -75,8 +75,8 @@ export async function upsertMessages (trx: Transaction<Database>, identities: re
 
 /** What `upsertMessagesInsertEvents` found and did. */
 export interface BatchWrite {
-  /** Every message of the batch as locked and filled, by sid. */
-  rows: Map<string, MessageRow>
+  /** Every message of the batch as locked and filled (`RECORDING_COLUMNS`), by sid. */
+  rows: Map<string, RecordingMessage>
   /** The new events' ids, keyed `${sid}\u0000${status}`. */
   ids: Map<string, string>
 }
@@ -111,7 +111,7 @@ export async function upsertMessagesInsertEvents (trx: Transaction<Database>, id
     svix_id: e.svixId ?? null,
     occurred_at: e.occurredAt ?? null
   })))
-  const result = await sql<MessageRow & { new_event_ids: Record<string, string> | null }>`${preparedStatement('record_batch')}
+  const result = await sql<RecordingMessage & { new_event_ids: Record<string, string> | null }>`${preparedStatement('record_batch')}
     with m as (${upsertSql(identitiesJson(identities))}),
     e as (
       insert into message_events (message_sid, message_status, channel, from_address, to_address, error_code,
@@ -131,7 +131,7 @@ export async function upsertMessagesInsertEvents (trx: Transaction<Database>, id
     from m left join (
       select message_sid, jsonb_object_agg(message_status, id::text) as new_event_ids from e group by message_sid
     ) ids on ids.message_sid = m.sid`.execute(trx)
-  const rows = new Map<string, MessageRow>()
+  const rows = new Map<string, RecordingMessage>()
   const ids = new Map<string, string>()
   for (const { new_event_ids: created, ...row } of result.rows) {
     rows.set(row.sid, row)

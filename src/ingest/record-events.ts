@@ -25,7 +25,7 @@
  * message lacked. A message created by a callback takes that callback's account.
  */
 import type { Kysely, Transaction } from 'kysely'
-import type { Channel, Database, EventSource, MessageRow, Provider } from '../db/database.ts'
+import type { Channel, Database, EventSource, Provider, RecordingMessage } from '../db/database.ts'
 import { applyEvent, type MessageState } from '../domain/status-precedence.ts'
 import { applyStatusChanges, upsertMessagesInsertEvents, type MessageChange } from './batch-statements.ts'
 
@@ -97,8 +97,8 @@ export interface RecordedEvent {
   event: IncomingEvent
   /** The event's id (`message_events.id`, a decimal string). */
   eventId: string
-  /** The message row as the batch found it (missing fields filled), locked until commit. */
-  message: MessageRow
+  /** The message as the batch found it (missing fields filled), locked until commit. */
+  message: RecordingMessage
   /** The message's status state before and after this event (`applyEvent`). */
   before: MessageState
   after: MessageState
@@ -126,7 +126,7 @@ export function combineHooks (...hooks: ReadonlyArray<RecordHooks | undefined>):
 }
 
 /** The status part of a message row. */
-export function stateOf (row: MessageRow): MessageState {
+export function stateOf (row: RecordingMessage): MessageState {
   return {
     status: row.status,
     statusRank: row.status_rank,
@@ -227,7 +227,7 @@ export async function recordBatch (trx: Transaction<Database>, events: readonly 
   const changes: MessageChange[] = []
   const current = new Map<string, string | null>()
   for (const group of groups) {
-    const row = rows.get(group[0].e.sid) as MessageRow
+    const row = rows.get(group[0].e.sid) as RecordingMessage
     let state = stateOf(row)
     let moved = false
     const claimed = new Set<string>()
