@@ -83,10 +83,13 @@ const RAMP_MS = 2000
  * for the batch in flight at any load, and yielding whenever one waited let deliveries fall seconds
  * behind at a third of capacity (lag p50 5.7 s at 1,200 callbacks/s, `node bench/deliveries.ts`;
  * 17 ms without yielding). Measured there: about 18 waiting on average when saturated, about 3 at
- * 1,200/s; utilisation 0.7–0.85 in both.
+ * 1,200/s; utilisation 0.7–0.85 in both. Since recording got cheaper (issue 9, 2026-12-04), the
+ * event loop of a saturated process is 0.6–0.77 busy (11–28 waiting), so 0.7 caught saturation only
+ * part of the time; at 0.55 ingest with one subscription went from 83 % (median of 7 runs) to 90 %
+ * (median of 5) of the figure without, lag unchanged (docs/performance.md, "Outbound webhooks").
  */
 const SATURATED_BACKLOG = 8
-const SATURATED_ELU = 0.7
+const SATURATED_ELU = 0.55
 const SATURATION_WINDOW_MS = 250
 /**
  * The longest the sender stays throttled in one go while deliveries are due, in ms; after that it
