@@ -43,7 +43,7 @@ t.test('the one line per request redacts the fields a route adds and keeps its r
   const app = Fastify({ logger: { ...loggerOptions('info'), stream }, logController: new LogController({ disableRequestLogging: true }) })
   installRequestLog(app)
   app.get('/x', async (request) => {
-    addLogFields(request, { sid: 'SM1', body: 'Your code is 123456', Body: 'Your code is 123456', token: 'tok_secret' })
+    addLogFields(request, { sid: 'SM1', body: 'Your code is 123456', Body: 'Your code is 123456', token: 'tok_secret', params: { To: '+15551112222' } })
     return { ok: true }
   })
   t.teardown(async () => { await app.close() })
@@ -54,7 +54,9 @@ t.test('the one line per request redacts the fields a route adds and keeps its r
   t.equal(line?.body, '[redacted]', 'body is redacted')
   t.equal(line?.Body, '[redacted]', 'Body is redacted')
   t.equal(line?.token, '[redacted]', 'token is redacted')
+  t.same(line?.params, { To: '[redacted]' }, 'params.To is redacted')
   t.equal(typeof line?.reqId, 'string', 'it carries the request id')
   t.notMatch(lines.join(''), '15559876543', 'the number in the query string is masked')
   t.notMatch(lines.join(''), '123456', 'the body is in no line')
+  t.notMatch(lines.join(''), '15551112222', 'nor the number in params')
 })
