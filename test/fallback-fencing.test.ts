@@ -52,6 +52,23 @@ t.test('fallback worker: a refused database connection while recording the SMS i
     'looked for it by To and From, without DateSent (still queued, it has none)')
 })
 
+t.test('fallback worker: Twilio accepts the SMS only after the client gave up: the retry waits for it and adopts it, never a second SMS', async (t) => {
+  // The create times out after 1 s; Twilio creates the message 4 s after the request. The retry
+  // (a second or two later) finds nothing yet: sending then was a second SMS. It must wait until
+  // the earlier attempt is a lease old (3 x 1,000 + 2,000 ms) before it trusts an empty lookup.
+  const { app, db, fake } = await setup(t, { TWILIO_REQUEST_TIMEOUT_MS: '1000' })
+  const to = randomNumber()
+  const sid = await storeWhatsAppMessage(db, { to, body: TEXT })
+  fake.answerNextSendsTo(to, { kind: 'accept_late', delayMs: 4000 })
+  t.equal((await postCallback(app, whatsappCallback(sid, 'failed', { to, errorCode: '63016' }))).statusCode, 200)
+  const fallback = await waitForFallback(db, sid, ['sent', 'failed'], 60_000)
+  t.equal(fallback.state, 'sent')
+  await sleep(4500)
+  const sms = fake.sent().filter((m) => m.to === to)
+  t.equal(sms.length, 1, `exactly one SMS reached Twilio (saw ${sms.length})`)
+  t.equal(fallback.fallback_sid, sms[0]?.sid, 'and it is the one recorded')
+})
+
 t.test('PUT /v1/messages/:sid with fallback:false after the WhatsApp failure was recorded: no SMS (skipped/opted_out_by_caller)', async (t) => {
   const { app, db, fake } = await setup(t, { FALLBACK_POLL_INTERVAL_SECONDS: '2' })
   const to = randomNumber()

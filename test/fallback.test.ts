@@ -136,14 +136,28 @@ t.test('fallback worker: Twilio 21610 (unsubscribed) fails the fallback with its
   t.match((await apiGet(app, `/v1/messages/${sid}`)).json(), { fallback: { state: 'failed', reason: 'twilio_error', error_code: '21610', sid: null } })
 })
 
-t.test('fallback worker: 429 on every attempt ends failed/retries_exhausted, dead-lettered and visible', async (t) => {
+t.test('fallback worker: Twilio refusing every attempt ends failed/retries_exhausted, dead-lettered and visible', async (t) => {
   const to = randomNumber()
   const sid = await storeWhatsAppMessage(db, { to, body: TEXT })
-  fake.answerNextSends({ kind: 'http', status: 429 }, { kind: 'http', status: 503 }, { kind: 'http', status: 429 })
+  fake.answerNextSends({ kind: 'http', status: 429 }, { kind: 'http', status: 429 }, { kind: 'http', status: 429 })
   await failWhatsApp(t, sid, to)
   const fallback = await waitForFallback(db, sid, ['sent', 'failed'], 30_000)
   t.match(fallback, { state: 'failed', reason: 'retries_exhausted', error_code: '20429', attempts: 3 })
   t.equal(sendAttempts(to), 3, 'FALLBACK_MAX_ATTEMPTS=3')
+  t.equal(smsTo(to).length, 0)
+})
+
+t.test('fallback worker: after a 503 (maybe accepted) the next attempt waits until that one is a lease old before sending again', async (t) => {
+  const to = randomNumber()
+  const sid = await storeWhatsAppMessage(db, { to, body: TEXT })
+  fake.answerNextSends({ kind: 'http', status: 503 }, { kind: 'http', status: 429 })
+  await failWhatsApp(t, sid, to)
+  const fallback = await waitForFallback(db, sid, ['sent', 'failed'], 30_000)
+  // Attempt 1: 503. Attempt 2, a second or two later: nothing found at Twilio, but the 503'd request
+  // began less than a lease (3 x 1,000 + 2,000 ms) ago: it waits, keeping the 503 as the last error.
+  // Attempt 3: the lease has passed, nothing found, it sends (429). FALLBACK_MAX_ATTEMPTS=3.
+  t.match(fallback, { state: 'failed', reason: 'retries_exhausted', error_code: '20429', attempts: 3 })
+  t.equal(sendAttempts(to), 2, 'the 503 and, a lease later, the 429; none while the 503 could still land')
   t.equal(smsTo(to).length, 0)
 })
 

@@ -90,6 +90,12 @@ export type Claim =
     original: MessageRow
     /** An earlier attempt may have sent the SMS: look before sending. */
     ambiguous: boolean
+    /**
+     * The earlier attempt began less than a lease ago (`attempt_started_at` + `leaseMs` is still
+     * ahead, by the database's clock): its create may not have reached Twilio yet, so a lookup
+     * that finds nothing proves nothing until then.
+     */
+    earlierUnsettled: boolean
     /** The fencing token this attempt holds. */
     generation: string
     /** The caller turned the fallback off after it was decided; only an SMS already sent may be adopted. */
@@ -147,8 +153,10 @@ export async function claimFallback (db: Kysely<Database>, id: string, leaseMs: 
       })
       .where('id', '=', id)
       .returningAll()
+      .returning(sql<boolean>`attempt_started_at is not null and attempt_started_at + ${leaseMs} * interval '1 millisecond' > now()`.as('earlier_unsettled'))
       .executeTakeFirstOrThrow()
-    return { kind: 'claimed', fallback, original, ambiguous: current.attempt_started_at !== null, generation: fallback.lease_generation, optedOut: !original.fallback }
+    const { earlier_unsettled: earlierUnsettled, ...row } = fallback
+    return { kind: 'claimed', fallback: row, original, ambiguous: current.attempt_started_at !== null, earlierUnsettled, generation: row.lease_generation, optedOut: !original.fallback }
   })
 }
 

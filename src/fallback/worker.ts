@@ -36,6 +36,13 @@ export interface FallbackWorkerDeps {
   log: FastifyBaseLogger
 }
 
+/**
+ * The lookup found nothing, but the earlier attempt's create may still reach Twilio (it began less
+ * than a lease ago): Twilio can accept a request after the client gave up on it. Sending now could
+ * send a second SMS; the attempt is released, still ambiguous, and looks again later.
+ */
+class EarlierAttemptUnsettled extends Error {}
+
 /** A failed attempt that the queue should retry. */
 export class FallbackRetryError extends Error {
   constructor (message: string, options?: { cause?: unknown }) {
@@ -87,7 +94,7 @@ export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: 
   const claim = await claimFallback(deps.db, fallbackId, deps.leaseMs)
   if (claim.kind === 'final') return
   if (claim.kind === 'busy') throw new FallbackRetryError(`fallback ${fallbackId} is being sent by another worker`)
-  const { fallback, original, ambiguous, generation, optedOut } = claim
+  const { fallback, original, ambiguous, earlierUnsettled, generation, optedOut } = claim
   const log = deps.log.child({ fallbackId, originalSid: original.sid, attempt: fallback.attempts })
   // Where the attempt is: before the create request nothing can have been sent; while it runs,
   // Twilio's answer says; after it returned, the SMS exists whatever fails next.
@@ -120,6 +127,7 @@ export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: 
         log.info({ smsSid: found.sid }, 'fallback SMS found at Twilio from an earlier attempt; adopted')
         return
       }
+      if (earlierUnsettled) throw new EarlierAttemptUnsettled(`the attempt begun at ${fallback.attempt_started_at?.toISOString() ?? '?'} may still reach Twilio; looking again later`)
     }
     if (optedOut) {
       // Nothing left: the caller's opt-out wins.
@@ -154,7 +162,10 @@ export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: 
       log.warn({ code: failure.code }, 'fallback SMS refused by Twilio; not retried')
       return
     }
-    const error = failure ?? { code: 'internal_error', message: err instanceof Error ? err.message : String(err) }
+    // Waiting for an earlier attempt to settle keeps that attempt's error as the fallback's last one.
+    const error = err instanceof EarlierAttemptUnsettled
+      ? { code: fallback.error_code ?? 'earlier_attempt_unsettled', message: fallback.error_message ?? err.message }
+      : failure ?? { code: 'internal_error', message: err instanceof Error ? err.message : String(err) }
     // Maybe sent: the create request went out and got no clear "not created", or it returned and
     // recording failed. Then `attempt_started_at` stays, and the next attempt looks first.
     const outcomeUnknown = phase === 'sent' || (phase === 'creating' && (failure === undefined || failure.kind !== 'retryable' || failure.maybeAccepted))

@@ -32,6 +32,8 @@ export type CreateBehaviour =
   | { kind: 'slow', delayMs: number }
   /** Accepts the message, then destroys the socket without answering. */
   | { kind: 'accept_then_drop' }
+  /** Creates the message only after `delayMs`, then answers (a client with a shorter timeout gives up first). */
+  | { kind: 'accept_late', delayMs: number }
 
 /** A message as the fake stores it, in Twilio's JSON field names. */
 export interface FakeMessage {
@@ -219,6 +221,7 @@ export async function startFakeTwilio (opts: { port?: number } = {}): Promise<Fa
       }
       // A Content Template (ContentSid) replaces the body.
       if ((form.Body ?? '') === '' && (form.ContentSid ?? '') === '') return await reply.code(400).send(twilioError(400, 21602, 'Message body is required.'))
+      if (behaviour.kind === 'accept_late') await delay(behaviour.delayMs)
       const now = new Date()
       const message: FakeMessage = {
         sid: 'SM' + randomBytes(16).toString('hex'),
