@@ -42,8 +42,8 @@ function storableAsIs (s: string): boolean {
 }
 
 function fixString (s: string, found: Set<NormalizeReason>, path: () => string, refuseLoneSurrogates: boolean): string {
+  if (storableAsIs(s)) return s
   if (s.includes('\u0000')) throw new RefusedInput('nul', `${path()} contains a NUL character, which cannot be stored`)
-  if (!LONE_SURROGATE.test(s)) return s
   if (refuseLoneSurrogates) throw new RefusedInput('lone_surrogate', `${path()} contains a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF), which cannot be stored; send well-formed Unicode`)
   found.add('lone_surrogate')
   return s.toWellFormed()

@@ -7,10 +7,11 @@
  * when it ends, or in a spare slot (up to `concurrency` in flight) once the batch in flight has run
  * `SPARE_SLOT_AFTER_MS`, as when it waits on a row lock. Low load therefore keeps single-event
  * latency, and high load gets large batches. Each caller's promise resolves only after its batch
- * committed, so acknowledging still means "saved". If a batch fails while the database is reachable (one event the database refuses,
- * a hook throwing, a deadlock or serialization failure), its events are recorded again one per
- * transaction, so one bad event never costs the others their acknowledgement; if the database is
- * unavailable, every event in it rejects at once, and each caller answers 503 so the provider retries.
+ * committed, so acknowledging still means "saved". If a batch fails while the database is
+ * reachable (one event the database refuses, a hook throwing, a deadlock or serialization failure),
+ * its events are recorded again one per transaction, so one bad event never costs the others their
+ * acknowledgement; if the database is unavailable, every event in it rejects at once, and each
+ * caller answers 503 so the provider retries.
  */
 import { isDatabaseUnavailableError, isTransientConflict } from '../db/errors.ts'
 import type { IncomingEvent, RecordOutcome } from './record-events.ts'
