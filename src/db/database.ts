@@ -131,7 +131,7 @@ export interface FallbacksTable {
   error_code: string | null
   error_message: string | null
   attempts: Generated<number>
-  /** Start of the earliest attempt whose outcome is unknown; set means "look before re-sending". */
+  /** Start of the latest create whose outcome is unknown; set means "look before re-sending", and wait until it is a lease old before trusting an empty lookup. */
   attempt_started_at: Timestamp | null
   /** A worker holds the fallback until then. */
   lease_until: Timestamp | null

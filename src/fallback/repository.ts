@@ -164,8 +164,9 @@ export async function claimFallback (db: Kysely<Database>, id: string, leaseMs: 
  * The durable "attempt started" record, written right before `messages.create`: checks that this
  * attempt still holds the lease (its generation), renews the lease for a full `leaseMs` (longer than
  * the request can take, so nobody takes over while it is in flight), re-reads the caller's flag
- * under the message's row lock, and sets `attempt_started_at` so that any later attempt looks
- * before sending. @returns `go`, `fenced` (taken over: send nothing) or `opted_out` (now skipped).
+ * under the message's row lock, and sets `attempt_started_at` to now, so that any later attempt
+ * looks before sending and waits until this create is a lease old before trusting an empty lookup.
+ * @returns `go`, `fenced` (taken over: send nothing) or `opted_out` (now skipped).
  */
 export async function startAttempt (db: Kysely<Database>, id: string, generation: string, leaseMs: number): Promise<'go' | 'fenced' | 'opted_out'> {
   return await db.transaction().execute(async (trx) => {
@@ -177,7 +178,9 @@ export async function startAttempt (db: Kysely<Database>, id: string, generation
     }
     await trx.updateTable('fallbacks')
       .set({
-        attempt_started_at: sql`coalesce(attempt_started_at, now())`,
+        // The latest create's start: an earlier one was either adopted or found settled and
+        // absent by the lookup that preceded this one, so only this one can still land.
+        attempt_started_at: sql`now()`,
         lease_until: sql`now() + ${leaseMs} * interval '1 millisecond'`,
         updated_at: sql`now()`
       })

@@ -11,6 +11,8 @@
  * match instead of sending again. The "attempt started" record is written (`startAttempt`) right
  * before every create, fenced by the claim's generation; only errors of the Twilio HTTP calls are
  * classified as Twilio's answer, and any failure after the create returned is "maybe sent".
+ * Timing (docs/fallback.md, rules 5 and 6): an empty lookup is trusted only once the latest create
+ * is a lease old, and a create starts only within the first half of its renewed lease.
  */
 import { TwilioCallError, viaTwilio } from '../providers/twilio-call.ts'
 import type { FastifyBaseLogger } from 'fastify'
@@ -42,6 +44,21 @@ export interface FallbackWorkerDeps {
  * send a second SMS; the attempt is released, still ambiguous, and looks again later.
  */
 class EarlierAttemptUnsettled extends Error {}
+
+/**
+ * How much of the lease may pass between asking for "attempt started" and starting the create.
+ * The rest is for the request itself (at most `TWILIO_REQUEST_TIMEOUT_MS`, a third of the lease
+ * less 2 s) and for Twilio accepting it late: once the lease is out, another attempt may claim,
+ * find nothing at Twilio and send.
+ */
+export const CREATE_START_SHARE_OF_LEASE = 0.5
+
+/**
+ * This attempt stalled (a paused process, a blocked event loop) between asking for "attempt
+ * started" and its create for more than `CREATE_START_SHARE_OF_LEASE` of the lease; its lease may
+ * have run out and another attempt may have sent. It sends nothing.
+ */
+class AttemptStalled extends Error {}
 
 /** A failed attempt that the queue should retry. */
 export class FallbackRetryError extends Error {
@@ -136,9 +153,15 @@ export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: 
       return
     }
 
+    // Measured from before the request, so it covers every moment the renewed lease can have run.
+    const askedAt = performance.now()
     const started = await startAttempt(deps.db, fallback.id, generation, deps.leaseMs)
     if (started === 'fenced') { log.info('fallback attempt taken over by a newer one; not sending'); return }
     if (started === 'opted_out') { log.info('fallback skipped: the caller turned it off'); return }
+    const stalledMs = performance.now() - askedAt
+    if (stalledMs > deps.leaseMs * CREATE_START_SHARE_OF_LEASE) {
+      throw new AttemptStalled(`${Math.round(stalledMs)} ms passed between recording the attempt and sending (more than half the ${deps.leaseMs} ms lease); another attempt may have taken over, so this one sent nothing`)
+    }
     phase = 'creating'
     const created = await viaTwilio(async () => await client.messages.create({
       to,
@@ -165,7 +188,9 @@ export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: 
     // Waiting for an earlier attempt to settle keeps that attempt's error as the fallback's last one.
     const error = err instanceof EarlierAttemptUnsettled
       ? { code: fallback.error_code ?? 'earlier_attempt_unsettled', message: fallback.error_message ?? err.message }
-      : failure ?? { code: 'internal_error', message: err instanceof Error ? err.message : String(err) }
+      : err instanceof AttemptStalled
+        ? { code: 'attempt_stalled', message: err.message }
+        : failure ?? { code: 'internal_error', message: err instanceof Error ? err.message : String(err) }
     // Maybe sent: the create request went out and got no clear "not created", or it returned and
     // recording failed. Then `attempt_started_at` stays, and the next attempt looks first.
     const outcomeUnknown = phase === 'sent' || (phase === 'creating' && (failure === undefined || failure.kind !== 'retryable' || failure.maybeAccepted))

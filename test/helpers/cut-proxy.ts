@@ -4,7 +4,9 @@
  * - `refuse(ms)` stops listening (new connections get ECONNREFUSED) and destroys every open one;
  * - `failAtStatement(n)` counts the statements clients send (PostgreSQL frontend messages `Q`,
  *   simple query, and `P`, parse: https://www.postgresql.org/docs/current/protocol-message-formats.html)
- *   and, instead of forwarding the n-th, cuts every connection and refuses new ones for a moment.
+ *   and, instead of forwarding the n-th, cuts every connection and refuses new ones for a moment;
+ * - `holdCommitAnswerAfter(text, ms)` lets the server commit but holds its answer to the client for
+ *   `ms`: a client stalled right after its commit, as a paused process or a blocked event loop is.
  * (test/helpers/tcp-proxy.ts is another developer's, more general proxy.)
  */
 import net from 'node:net'
@@ -28,6 +30,12 @@ export interface CutProxy {
   failAtStatement: (n: number, refuseMs?: number) => void
   /** True when the armed `failAtStatement` fired (or none is armed). */
   fired: () => boolean
+  /**
+   * On the first connection that sends a statement containing `text`, forwards the next `commit`
+   * but holds everything the server sends back on that connection for `ms` (the transaction is
+   * committed; its client learns so `ms` later). Once.
+   */
+  holdCommitAnswerAfter: (text: string, ms: number) => void
   /** Disarms a `failAtStatement` that has not fired. */
   disarm: () => void
   close: () => Promise<void>
@@ -43,6 +51,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
   let didFire = true
   let listening = false
   let closed = false
+  let holdAfter: { text: string, ms: number } | undefined
 
   const cutAll = (): void => { for (const s of sockets) s.destroy() }
   const server = net.createServer((client) => {
@@ -50,7 +59,10 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
     sockets.add(client); sockets.add(upstream)
     const drop = (): void => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream) }
     client.on('error', drop); upstream.on('error', drop); client.on('close', drop); upstream.on('close', drop)
-    upstream.on('data', (chunk) => client.write(chunk))
+    // While `held` is set, the server's answers wait in it (holdCommitAnswerAfter).
+    let held: Buffer[] | undefined
+    let holding: 'armed' | undefined
+    upstream.on('data', (chunk: Buffer) => { if (held !== undefined) held.push(chunk); else client.write(chunk) })
     let buffer = Buffer.alloc(0)
     let started = false
     client.on('data', (chunk: Buffer) => {
@@ -71,6 +83,15 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
         } else if (message[0] === 0x51 || message[0] === 0x50) {
           if (message[0] === 0x51) trips++
           seen++
+          const text = message.toString('utf8', 5)
+          if (holdAfter !== undefined && holding === undefined && text.includes(holdAfter.text)) holding = 'armed'
+          else if (holding === 'armed' && holdAfter !== undefined && /^commit\b/i.test(text)) {
+            const ms = holdAfter.ms
+            holdAfter = undefined
+            holding = undefined
+            held = []
+            setTimeout(() => { for (const c of held ?? []) client.write(c); held = undefined }, ms)
+          }
           if (failAt !== undefined && seen >= failAt) {
             failAt = undefined
             didFire = true
@@ -108,6 +129,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
     roundTrips: () => trips,
     refuse,
     failAtStatement: (n, refuseMs = 100) => { failAt = seen + n; refuseMsOnFail = refuseMs; didFire = false },
+    holdCommitAnswerAfter: (text, ms) => { holdAfter = { text, ms } },
     fired: () => didFire,
     disarm: () => { failAt = undefined; didFire = true },
     close: async () => {
