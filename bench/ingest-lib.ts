@@ -339,14 +339,14 @@ export async function startBenchServer (databaseUrl: string, token: string, env:
     TWILIO_ACCOUNT_SID: BENCH_ACCOUNT_SID,
     TWILIO_AUTH_TOKEN: token,
     API_KEYS: `bench:k_bench_${randomBytes(12).toString('hex')}`,
-    // The service as users run it: info logs (to /dev/null here), load shedding on.
+    // The service as users run it: info logs (to a pipe this process reads and drops), load shedding on.
     LOG_LEVEL: 'info',
     MAX_EVENT_LOOP_DELAY_MS: '200',
     // The V8 flags `npm start` gives the server, plus e.g.
     // BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it.
     NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim(),
     ...env
-  }, 60_000, entry)
+  }, 60_000, entry, { keepLogs: false })
 }
 
 /**

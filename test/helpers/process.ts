@@ -12,7 +12,7 @@ export interface ServerProcess {
   child: ChildProcess
   /** e.g. `http://127.0.0.1:43121` */
   address: string
-  /** Every log line so far, parsed. */
+  /** Every log line so far, parsed (only up to the "listening" line with `keepLogs: false`). */
   logs: Array<Record<string, unknown>>
   /** Sends SIGTERM and resolves with the exit code. */
   stop: () => Promise<number | null>
@@ -56,7 +56,7 @@ atProcessEnd(() => { for (const child of running) child.kill('SIGTERM') })
  * (PORT 0, the default, needs LOG_LEVEL info), or, when LOG_LEVEL is above info, by picking a free
  * port and polling `/health`.
  */
-export async function startServer (env: Record<string, string | undefined>, timeoutMs = 30_000, entry: string = SERVER_ENTRY): Promise<ServerProcess> {
+export async function startServer (env: Record<string, string | undefined>, timeoutMs = 30_000, entry: string = SERVER_ENTRY, opts: { keepLogs?: boolean } = {}): Promise<ServerProcess> {
   if (env.LOG_LEVEL !== undefined && !['info', 'debug', 'trace'].includes(env.LOG_LEVEL) && env.PORT === undefined) {
     env = { ...env, PORT: String(await freePort()) }
   }
@@ -77,7 +77,11 @@ export async function startServer (env: Record<string, string | undefined>, time
   const address = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start in ${timeoutMs} ms: ${stderr}`)), timeoutMs)
     let buffered = ''
+    // With `keepLogs: false` (benchmarks) the lines after "listening" are read and dropped, as a
+    // log shipper on another machine would take them, instead of parsed by the load generator.
+    let parsing = true
     child.stdout?.on('data', (d: Buffer) => {
+      if (!parsing) return
       buffered += d.toString()
       let nl
       while ((nl = buffered.indexOf('\n')) !== -1) {
@@ -87,7 +91,7 @@ export async function startServer (env: Record<string, string | undefined>, time
           const entry = JSON.parse(line) as Record<string, unknown>
           logs.push(entry)
           const m = typeof entry.msg === 'string' ? /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(entry.msg) : null
-          if (m !== null) { clearTimeout(timer); resolve(m[1]) }
+          if (m !== null) { clearTimeout(timer); resolve(m[1]); if (opts.keepLogs === false) { parsing = false; return } }
         } catch { /* not a log line */ }
       }
     })
