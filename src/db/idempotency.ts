@@ -28,7 +28,19 @@ export type IdempotencyClaim =
    * have sent the message; `messageSid`: the message an earlier attempt is known to have sent (its
    * recording failed), to adopt without a lookup.
    */
-  | { kind: 'claimed', ambiguous: boolean, attemptStartedAt: Date, generation: string, messageSid: string | null }
+  | {
+    kind: 'claimed'
+    ambiguous: boolean
+    attemptStartedAt: Date
+    /**
+     * Seconds until the earlier, uncertain create is a lease old (`attempt_started_at` + `leaseMs`,
+     * by the database's clock), rounded up; 0 when it is, or when there is none. Until then Twilio
+     * may still accept it, so a lookup that finds nothing proves nothing.
+     */
+    unsettledS: number
+    generation: string
+    messageSid: string | null
+  }
   /** The first request finished: answer what it answered. */
   | { kind: 'replay', status: number, body: unknown }
   /** The same key with another body. */
@@ -69,7 +81,7 @@ export async function claimIdempotencyKey (db: Executor, c: ClaimInput): Promise
         request_hash: sql`excluded.request_hash`,
         state: 'in_progress',
         locked_until: sql`excluded.locked_until`,
-        // A fresh key starts now; a taken-over one keeps the start of its first unknown attempt.
+        // A fresh key starts now; a taken-over one keeps the start of its latest unknown create.
         attempt_started_at: sql`case when idempotency_keys.expires_at <= now() then excluded.attempt_started_at
           else coalesce(idempotency_keys.attempt_started_at, excluded.attempt_started_at) end`,
         ambiguous: sql`idempotency_keys.expires_at > now()`,
@@ -91,9 +103,17 @@ export async function claimIdempotencyKey (db: Executor, c: ClaimInput): Promise
         ])
       ])))
     .returning(['ambiguous', 'attempt_started_at', 'lease_generation', 'message_sid'])
+    .returning(sql<number>`case when ambiguous then greatest(0, ceil(extract(epoch from attempt_started_at + ${c.leaseMs} * interval '1 millisecond' - now())))::int else 0 end`.as('unsettled_s'))
     .executeTakeFirst()
   if (claimed !== undefined) {
-    return { kind: 'claimed', ambiguous: claimed.ambiguous, attemptStartedAt: claimed.attempt_started_at ?? new Date(), generation: claimed.lease_generation, messageSid: claimed.message_sid }
+    return {
+      kind: 'claimed',
+      ambiguous: claimed.ambiguous,
+      attemptStartedAt: claimed.attempt_started_at ?? new Date(),
+      unsettledS: claimed.unsettled_s,
+      generation: claimed.lease_generation,
+      messageSid: claimed.message_sid
+    }
   }
   const row = await db.selectFrom('idempotency_keys')
     .selectAll()
@@ -129,7 +149,8 @@ const heldBy = (h: KeyHolder) => (eb: ExpressionBuilder<Database, 'idempotency_k
 /**
  * The durable "attempt started" record of a send, written right before `messages.create`: only
  * while this claim holds the key, and it renews the lease for `leaseMs` (longer than the request can
- * take) so nobody takes the key over while the request is in flight.
+ * take) so nobody takes the key over while the request is in flight. `attempt_started_at` becomes
+ * now: an earlier create was adopted or found settled and absent, so only this one can still land.
  * @throws {IdempotencyLeaseLostError} when a newer request holds the key: send nothing.
  */
 export async function startSendAttempt (db: Executor, h: KeyHolder, leaseMs: number): Promise<void> {
@@ -137,7 +158,7 @@ export async function startSendAttempt (db: Executor, h: KeyHolder, leaseMs: num
     .set({
       state: 'in_progress',
       locked_until: sql<Date>`now() + ${leaseMs} * interval '1 millisecond'`,
-      attempt_started_at: sql<Date>`coalesce(attempt_started_at, now())`
+      attempt_started_at: sql<Date>`now()`
     })
     .where(heldBy(h))
     .executeTakeFirst()

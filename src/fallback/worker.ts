@@ -24,7 +24,7 @@ import type { Recorder } from '../ingest/recorder.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor, type TwilioFailure } from '../providers/twilio-rest.ts'
 import { claimFallback, finishFallback, isKnownFallbackSid, LeaseLostError, linkSentFallback, releaseForRetry, startAttempt } from './repository.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
-import { findEarlierSend } from '../providers/twilio-lookup.ts'
+import { CREATE_START_SHARE_OF_LEASE, findEarlierSend } from '../providers/twilio-lookup.ts'
 
 export interface FallbackWorkerDeps {
   db: Kysely<Database>
@@ -44,14 +44,6 @@ export interface FallbackWorkerDeps {
  * send a second SMS; the attempt is released, still ambiguous, and looks again later.
  */
 class EarlierAttemptUnsettled extends Error {}
-
-/**
- * How much of the lease may pass between asking for "attempt started" and starting the create.
- * The rest is for the request itself (at most `TWILIO_REQUEST_TIMEOUT_MS`, a third of the lease
- * less 2 s) and for Twilio accepting it late: once the lease is out, another attempt may claim,
- * find nothing at Twilio and send.
- */
-export const CREATE_START_SHARE_OF_LEASE = 0.5
 
 /**
  * This attempt stalled (a paused process, a blocked event loop) between asking for "attempt

@@ -29,7 +29,7 @@ import { AppError } from '../errors.ts'
 import type { Recorder } from '../ingest/recorder.ts'
 import { classifyTwilioError, isTwilioRestException, type TwilioClientFor } from '../providers/twilio-rest.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
-import { findEarlierSend } from '../providers/twilio-lookup.ts'
+import { CREATE_START_SHARE_OF_LEASE, findEarlierSend } from '../providers/twilio-lookup.ts'
 import { checkStorable } from './check-storable.ts'
 
 /** The request body of `POST /v1/messages`, after schema validation. */
@@ -180,6 +180,7 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
   checkSendRequest(r)
   let ambiguous = false
   let attemptStartedAt = new Date()
+  let unsettledS = 0
   let holder: KeyHolder | undefined
   let knownSid: string | null = null
   if (idempotencyKey !== undefined) {
@@ -199,6 +200,7 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
     }
     ambiguous = claim.ambiguous
     attemptStartedAt = claim.attemptStartedAt
+    unsettledS = claim.unsettledS
     holder = { apiKeyName, key: idempotencyKey, generation: claim.generation }
     knownSid = claim.ambiguous ? claim.messageSid : null
   }
@@ -223,9 +225,24 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
         isTaken: async (sid) => await isSidOfAnotherKey(deps.db, sid)
       }))
       if (created !== undefined) source = 'reconcile'
+      else if (unsettledS > 0) {
+        // Twilio can accept a request after the client gave up on it: nothing found proves
+        // nothing until the earlier create is a lease old (docs/fallback.md, rule 5).
+        throw new AppError('idempotency_in_progress', 'An earlier request with this Idempotency-Key may still be accepted by Twilio (its outcome is unknown); nothing was sent. Retry after Retry-After seconds: the retry returns that message if Twilio has it, and sends only once it cannot arrive any more', { retryAfterS: unsettledS })
+      }
     }
     if (created === undefined) {
-      if (holder !== undefined) await startSendAttempt(deps.db, holder, deps.idempotencyLeaseMs)
+      if (holder !== undefined) {
+        // Measured from before the request, so it covers every moment the renewed lease can have run.
+        const askedAt = performance.now()
+        await startSendAttempt(deps.db, holder, deps.idempotencyLeaseMs)
+        const stalledMs = performance.now() - askedAt
+        if (stalledMs > deps.idempotencyLeaseMs * CREATE_START_SHARE_OF_LEASE) {
+          // Stalled (a paused process, a blocked event loop) long enough for the lease to run out:
+          // another request with the key may have taken it over and sent.
+          throw new AppError('overloaded', `Tidings stalled for ${Math.round(stalledMs)} ms before calling Twilio; nothing was sent. Retry with the same Idempotency-Key`, { retryAfterS: 1 })
+        }
+      }
       creating = true
       created = await viaTwilio(async () => await client.messages.create({
         to: r.to,

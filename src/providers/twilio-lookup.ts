@@ -10,9 +10,22 @@
  * `accepted` has no `date_sent` yet, and it is exactly the one an interrupted attempt leaves behind.
  * Twilio lists newest first, so the window (`date_created` since the attempt began, less a margin)
  * and the text are compared here.
+ *
+ * Timing, for both callers: an empty lookup is trusted only once the latest uncertain create is a
+ * lease old (Twilio can accept a request after the client gave up on it), and a create starts only
+ * within `CREATE_START_SHARE_OF_LEASE` of the lease its "attempt started" record renewed.
  */
 import type { MessageInstance } from 'twilio/lib/rest/api/v2010/account/message.js'
 import type { TwilioClient } from './twilio-rest.ts'
+
+/**
+ * How much of its lease a send may spend between asking for "attempt started" (which renews the
+ * lease) and starting the create, by the sender's monotonic clock. The rest is for the request
+ * itself (the fallback's lease is 3 x `TWILIO_REQUEST_TIMEOUT_MS` + 2 s, an idempotency key's
+ * 2 x + 5 s) and for Twilio accepting it late: once the lease is out, another attempt may take
+ * over, find nothing at Twilio and send (docs/fallback.md, rule 3).
+ */
+export const CREATE_START_SHARE_OF_LEASE = 0.5
 
 /** Messages listed per lookup (one page): more to one number from one sender within minutes is not expected. */
 export const LOOKUP_PAGE_SIZE = 200

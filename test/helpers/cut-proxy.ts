@@ -6,7 +6,8 @@
  *   simple query, and `P`, parse: https://www.postgresql.org/docs/current/protocol-message-formats.html)
  *   and, instead of forwarding the n-th, cuts every connection and refuses new ones for a moment;
  * - `holdCommitAnswerAfter(text, ms)` lets the server commit but holds its answer to the client for
- *   `ms`: a client stalled right after its commit, as a paused process or a blocked event loop is.
+ *   `ms`: a client stalled right after its commit, as a paused process or a blocked event loop is;
+ *   `holdAnswerTo(text, ms)` does the same for a statement that commits on its own.
  * (test/helpers/tcp-proxy.ts is another developer's, more general proxy.)
  */
 import net from 'node:net'
@@ -36,6 +37,11 @@ export interface CutProxy {
    * committed; its client learns so `ms` later). Once.
    */
   holdCommitAnswerAfter: (text: string, ms: number) => void
+  /**
+   * Forwards the first statement containing `text` (one outside a transaction commits as it runs)
+   * but holds everything the server sends back on that connection for `ms`. Once.
+   */
+  holdAnswerTo: (text: string, ms: number) => void
   /** Disarms a `failAtStatement` that has not fired. */
   disarm: () => void
   close: () => Promise<void>
@@ -51,7 +57,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
   let didFire = true
   let listening = false
   let closed = false
-  let holdAfter: { text: string, ms: number } | undefined
+  let holdAfter: { text: string, ms: number, at: 'commit' | 'statement' } | undefined
 
   const cutAll = (): void => { for (const s of sockets) s.destroy() }
   const server = net.createServer((client) => {
@@ -85,7 +91,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
           seen++
           const text = message.toString('utf8', 5)
           if (holdAfter !== undefined && holding === undefined && text.includes(holdAfter.text)) holding = 'armed'
-          else if (holding === 'armed' && holdAfter !== undefined && /^commit\b/i.test(text)) {
+          if (holding === 'armed' && holdAfter !== undefined && (holdAfter.at === 'statement' || /^commit\b/i.test(text))) {
             const ms = holdAfter.ms
             holdAfter = undefined
             holding = undefined
@@ -129,7 +135,8 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
     roundTrips: () => trips,
     refuse,
     failAtStatement: (n, refuseMs = 100) => { failAt = seen + n; refuseMsOnFail = refuseMs; didFire = false },
-    holdCommitAnswerAfter: (text, ms) => { holdAfter = { text, ms } },
+    holdCommitAnswerAfter: (text, ms) => { holdAfter = { text, ms, at: 'commit' } },
+    holdAnswerTo: (text, ms) => { holdAfter = { text, ms, at: 'statement' } },
     fired: () => didFire,
     disarm: () => { failAt = undefined; didFire = true },
     close: async () => {
@@ -146,8 +153,8 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
  * unhandled `error` then, which would end the test process; src/db/connect.ts is being made
  * resilient to this in another branch (issue 10), so this test-only pool does it here.
  */
-export function proxiedDatabase (url: string): { db: Kysely<Database>, close: () => Promise<void> } {
-  const pool = new pg.Pool({ connectionString: url, max: 40, connectionTimeoutMillis: 2000, statement_timeout: 5000, query_timeout: 6000 })
+export function proxiedDatabase (url: string, opts: { queryTimeoutMs?: number } = {}): { db: Kysely<Database>, close: () => Promise<void> } {
+  const pool = new pg.Pool({ connectionString: url, max: 40, connectionTimeoutMillis: 2000, statement_timeout: 5000, query_timeout: opts.queryTimeoutMs ?? 6000 })
   pool.on('error', () => {})
   pool.on('connect', (client) => { client.on('error', () => {}) })
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
