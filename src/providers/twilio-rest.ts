@@ -10,6 +10,7 @@
  * and hands them to its `httpClient`, so a `RequestClient` that swaps the origin and keeps path and
  * query is the one place that needs to know.
  */
+import http from 'node:http'
 import { createRequire } from 'node:module'
 import type twilio from 'twilio'
 import type { Config } from '../config/config.ts'
@@ -35,16 +36,30 @@ export function isTwilioRestException (err: unknown): err is InstanceType<typeof
 type Request<TData> = Parameters<typeof twilio.RequestClient.prototype.request<TData>>[0]
 type Response<TData> = Awaited<ReturnType<typeof twilio.RequestClient.prototype.request<TData>>>
 
-/** twilio-node's own HTTP client, pointed at `baseUrl` instead of `https://*.twilio.com`. */
-function baseUrlRequestClient (baseUrl: string, timeoutMs: number): twilio.RequestClient {
-  class BaseUrlRequestClient extends twilioLib().RequestClient {
+/**
+ * Connections per Twilio host, as twilio-node's default (its https agent's `maxSockets`). More
+ * requests than this wait for a free connection; that wait counts in the request's timeout
+ * (axios and Node 24; test/twilio-client.test.ts holds it), so a send that queued behind a slow
+ * Twilio gives up within `TWILIO_REQUEST_TIMEOUT_MS` instead of reaching Twilio after its
+ * caller's lease ran out (docs/fallback.md, rule 3).
+ */
+export const TWILIO_MAX_SOCKETS = 20
+
+/** twilio-node's HTTP client; with `baseUrl`, pointed there instead of `https://*.twilio.com`. */
+function requestClient (baseUrl: string | undefined, timeoutMs: number): twilio.RequestClient {
+  const Base = twilioLib().RequestClient
+  if (baseUrl === undefined) return new Base({ timeout: timeoutMs, maxSockets: TWILIO_MAX_SOCKETS })
+  class BaseUrlRequestClient extends Base {
     override async request<TData>(opts: Request<TData>): Promise<Response<TData>> {
       const original = new URL(opts.uri)
       const uri = new URL(original.pathname + original.search, baseUrl).href
       return await super.request({ ...opts, uri })
     }
   }
-  return new BaseUrlRequestClient({ timeout: timeoutMs })
+  const client = new BaseUrlRequestClient({ timeout: timeoutMs, maxSockets: TWILIO_MAX_SOCKETS })
+  // The base URL may be plain http (the fake on loopback): the same pool as https gets.
+  client.axios.defaults.httpAgent = new http.Agent({ keepAlive: true, maxSockets: TWILIO_MAX_SOCKETS })
+  return client
 }
 
 export interface TwilioRestOptions {
@@ -72,10 +87,7 @@ export function createTwilioClients (opts: TwilioRestOptions): TwilioClientFor {
     let client = clients.get(sid)
     if (client === undefined) {
       const token = opts.tokens.get(sid)?.[0] ?? ''
-      const httpClient = opts.baseUrl !== undefined
-        ? baseUrlRequestClient(opts.baseUrl, opts.timeoutMs)
-        : new (twilioLib().RequestClient)({ timeout: opts.timeoutMs })
-      client = twilioLib()(sid, token, { httpClient, autoRetry: false })
+      client = twilioLib()(sid, token, { httpClient: requestClient(opts.baseUrl, opts.timeoutMs), autoRetry: false })
       clients.set(sid, client)
     }
     return client
