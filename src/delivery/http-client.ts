@@ -4,8 +4,9 @@
  * few KiB of the response read and the rest discarded, and every connection made to an address the
  * SSRF guard checked (`./target-guard.ts`). The shape follows supabase/storage's webhook sender.
  */
+import { createRequire } from 'node:module'
 import ipaddr from 'ipaddr.js'
-import { Agent, request } from 'undici'
+import type * as Undici from 'undici'
 import type { WebhooksOutConfig } from '../config/webhooks-out.ts'
 import { guardedLookup, hostOf, isAllowedHost, refusedRange } from './target-guard.ts'
 
@@ -19,6 +20,17 @@ export interface AttemptResult {
   error: string | null
   /** The kind of outcome, for metrics: `2xx`, `4xx`, `5xx`, `timeout`, `network`, `refused`. */
   kind: '2xx' | '3xx' | '4xx' | '5xx' | 'timeout' | 'network' | 'refused'
+}
+
+let undiciLib: typeof Undici | undefined
+
+/**
+ * undici, loaded on the first delivery: importing it costs about 4.6 MiB of resident memory
+ * (docs/performance.md), which a process without subscriptions never needs.
+ */
+function undici (): typeof Undici {
+  undiciLib ??= createRequire(import.meta.url)('undici') as typeof Undici
+  return undiciLib
 }
 
 /** Bytes of a response body read before the connection's rest is discarded. */
@@ -45,14 +57,18 @@ export function retryAfterSeconds (value: string | string[] | undefined, now = D
  */
 export function createWebhookHttpClient (config: Pick<WebhooksOutConfig, 'allowedNetworks' | 'allowedHosts' | 'timeoutMs'>, opts: { connectionsPerOrigin: number }): WebhookHttpClient {
   const timeout = config.timeoutMs
-  const agent = new Agent({
-    connections: opts.connectionsPerOrigin,
-    connect: { timeout: Math.min(timeout, 10_000), lookup: guardedLookup(config) as never },
-    headersTimeout: timeout,
-    bodyTimeout: timeout,
-    keepAliveTimeout: 4_000,
-    keepAliveMaxTimeout: 30_000
-  })
+  let agent: Undici.Agent | undefined
+  const agentOf = (): Undici.Agent => {
+    agent ??= new (undici().Agent)({
+      connections: opts.connectionsPerOrigin,
+      connect: { timeout: Math.min(timeout, 10_000), lookup: guardedLookup(config) as never },
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+      keepAliveTimeout: 4_000,
+      keepAliveMaxTimeout: 30_000
+    })
+    return agent
+  }
   return {
     async post (url, headers, body) {
       let target: URL
@@ -64,11 +80,11 @@ export function createWebhookHttpClient (config: Pick<WebhooksOutConfig, 'allowe
         if (range !== null) return { statusCode: null, retryAfterS: null, error: `target refused: ${host} is a ${range} address, which webhooks may not reach`, kind: 'refused' }
       }
       try {
-        const res = await request(target, {
+        const res = await undici().request(target, {
           method: 'POST',
           headers: { 'content-type': 'application/json', 'user-agent': 'Tidings-Webhooks/1', ...headers },
           body,
-          dispatcher: agent,
+          dispatcher: agentOf(),
           signal: AbortSignal.timeout(timeout)
         })
         await res.body.dump({ limit: MAX_BODY_BYTES }).catch(() => {})
@@ -86,6 +102,6 @@ export function createWebhookHttpClient (config: Pick<WebhooksOutConfig, 'allowe
         return { statusCode: null, retryAfterS: null, error: `${code ?? e.name ?? 'error'}: ${String(e.message ?? '').slice(0, 200)}`, kind: 'network' }
       }
     },
-    async close () { await agent.close() }
+    async close () { await agent?.close() }
   }
 }
