@@ -25,7 +25,7 @@ import twilio from 'twilio'
 import type { Database } from '../src/db/database.ts'
 import { webhookRecordHooks } from '../src/delivery/on-recorded.ts'
 import { recordEvents, type IncomingEvent } from '../src/ingest/record-events.ts'
-import { startScriptV8Flags, startServer } from '../test/helpers/process.ts'
+import { startScriptEnv, startScriptV8Flags, startServer } from '../test/helpers/process.ts'
 
 const seconds = Number(process.argv[2] ?? 10)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
@@ -78,7 +78,8 @@ const server = await startServer({
   WEBHOOK_SECRETS_KEY: randomBytes(32).toString('base64'),
   WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32',
   WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION: process.env.WEBHOOK_CONCURRENCY_PER_SUBSCRIPTION ?? '32',
-  // The flags `npm start` runs with; BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile.
+  // The environment and flags `npm start` runs with; BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile.
+  ...startScriptEnv(),
   NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim(),
   // More server configuration: BENCH_SERVER_ENV='WEBHOOK_MAX_IN_FLIGHT=64 LOG_LEVEL=info'.
   ...Object.fromEntries((process.env.BENCH_SERVER_ENV ?? '').split(/\s+/).filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))

@@ -15,7 +15,7 @@ import autocannon from 'autocannon'
 import pg from 'pg'
 import twilio from 'twilio'
 import { rankOf } from '../src/domain/status-precedence.ts'
-import { startScriptV8Flags, startServer, type ServerProcess } from '../test/helpers/process.ts'
+import { startScriptEnv, startScriptV8Flags, startServer, type ServerProcess } from '../test/helpers/process.ts'
 
 export const BENCH_ACCOUNT_SID = 'AC' + 'f'.repeat(32)
 export const BENCH_PUBLIC_URL = 'https://hooks.example.com'
@@ -344,6 +344,7 @@ export async function startBenchServer (databaseUrl: string, token: string, env:
     MAX_EVENT_LOOP_DELAY_MS: '200',
     // The V8 flags `npm start` gives the server, plus e.g.
     // BENCH_SERVER_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile it.
+    ...startScriptEnv(),
     NODE_OPTIONS: [...startScriptV8Flags(), process.env.BENCH_SERVER_NODE_OPTIONS ?? ''].join(' ').trim(),
     ...env
   }, 60_000, entry, { keepLogs: false })

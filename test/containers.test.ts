@@ -15,7 +15,7 @@ import t from 'tap'
 import { parse } from 'yaml'
 import { ACCOUNT_SID, AUTH_TOKEN } from './helpers/app.ts'
 import { createTestDatabaseUrl } from './helpers/database.ts'
-import { startScriptV8Flags, startServer } from './helpers/process.ts'
+import { startScriptEnv, startScriptV8Flags, startServer } from './helpers/process.ts'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const compose = parse(readFileSync(path.join(root, 'docker-compose.yml'), 'utf8')) as {
@@ -70,6 +70,8 @@ t.test('Dockerfile: multi-stage node:24-slim, production dependencies only, non-
   t.match(dockerfile, /^CMD \["node", ("--[a-z-]+=\d+", )*"src\/server\.ts"\]$/m, 'exec form: signals reach node')
   const cmdFlags = [...(/^CMD \[(.*)\]$/m.exec(dockerfile)?.[1] ?? '').matchAll(/"(--[a-z-]+=\d+)"/g)].map((m) => m[1])
   t.same(cmdFlags, startScriptV8Flags(), 'the image runs node with the V8 flags of npm start (--max-semi-space-size)')
+  t.same(startScriptEnv(), { MALLOC_ARENA_MAX: '2' }, 'npm start sets MALLOC_ARENA_MAX=2 unless the environment does')
+  for (const [key, value] of Object.entries(startScriptEnv())) t.match(dockerfile, new RegExp(`^(ENV |\\s+)${key}=${value}$`, 'm'), `the image sets ${key}=${value} as npm start does`)
   for (const needed of ['package.json', 'openapi.yaml', 'src', 'migrations', 'scripts']) t.match(dockerfile, new RegExp(`^COPY .*\\b${needed.replace('.', '\\.')}\\b`, 'm'), `copies ${needed}`)
 })
 

@@ -133,6 +133,25 @@ export async function startServer (env: Record<string, string | undefined>, time
  * `npm start` does (today `--max-semi-space-size=8`: docs/performance.md, Memory).
  */
 export function startScriptV8Flags (): string[] {
+  return startScript().split(/\s+/).filter((arg) => /^--max-[a-z-]+=\d+$/.test(arg))
+}
+
+/**
+ * The environment package.json's `start` script sets before `node` (`KEY=value` or
+ * `KEY=${KEY:-default}`: today `MALLOC_ARENA_MAX`, docs/performance.md, Memory), as the values the
+ * script gives when the caller's environment has none.
+ */
+export function startScriptEnv (): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const word of startScript().split(/\s+/)) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(?:\$\{\1:-([^}]*)\}|([^$\s]*))$/.exec(word)
+    if (m === null) break
+    env[m[1]] = m[2] ?? m[3]
+  }
+  return env
+}
+
+function startScript (): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
-  return pkg.scripts.start.split(/\s+/).filter((arg) => /^--max-[a-z-]+=\d+$/.test(arg))
+  return pkg.scripts.start
 }
