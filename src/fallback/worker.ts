@@ -11,7 +11,7 @@
  * match instead of sending again. The "attempt started" record is written (`startAttempt`) right
  * before every create, fenced by the claim's generation; only errors of the Twilio HTTP calls are
  * classified as Twilio's answer, and any failure after the create returned is "maybe sent".
- * Timing (docs/fallback.md, rules 5 and 6): an empty lookup is trusted only once the latest create
+ * Timing (docs/fallback.md, rules 3 and 5): an empty lookup is trusted only once the latest create
  * is a lease old, and a create starts only within the first half of its renewed lease.
  */
 import { TwilioCallError, viaTwilio } from '../providers/twilio-call.ts'

@@ -65,7 +65,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
     sockets.add(client); sockets.add(upstream)
     const drop = (): void => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream) }
     client.on('error', drop); upstream.on('error', drop); client.on('close', drop); upstream.on('close', drop)
-    // While `held` is set, the server's answers wait in it (holdCommitAnswerAfter).
+    // While `held` is set, the server's answers wait in it (holdCommitAnswerAfter, holdAnswerTo).
     let held: Buffer[] | undefined
     let holding: 'armed' | undefined
     upstream.on('data', (chunk: Buffer) => { if (held !== undefined) held.push(chunk); else client.write(chunk) })
@@ -89,7 +89,7 @@ export async function startCutProxy (targetUrl: string): Promise<CutProxy> {
         } else if (message[0] === 0x51 || message[0] === 0x50) {
           if (message[0] === 0x51) trips++
           seen++
-          const text = message.toString('utf8', 5)
+          const text = holdAfter === undefined ? '' : message.toString('utf8', 5)
           if (holdAfter !== undefined && holding === undefined && text.includes(holdAfter.text)) holding = 'armed'
           if (holding === 'armed' && holdAfter !== undefined && (holdAfter.at === 'statement' || /^commit\b/i.test(text))) {
             const ms = holdAfter.ms
