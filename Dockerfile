@@ -9,7 +9,7 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:24-slim
 # MALLOC_ARENA_MAX=2, as in `npm start`: glibc gives each thread that allocates (libuv's pool writes
-# the log lines) its own malloc arena; two keep 10-16 MiB of RSS off, at no measured CPU cost
+# the log lines) its own malloc arena; two keep about 10 MiB of RSS off, at no measured CPU cost
 # (docs/performance.md, Memory).
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
