@@ -25,8 +25,9 @@ export interface AttemptResult {
 let undiciLib: typeof Undici | undefined
 
 /**
- * undici, loaded on the first delivery: importing it costs about 4.6 MiB of resident memory
- * (docs/performance.md), which a process without subscriptions never needs.
+ * undici, loaded on the first delivery (or by `warm`, at start when subscriptions exist): importing
+ * it costs about 4.6 MiB of resident memory (docs/performance.md), which a process without
+ * subscriptions never needs, and 60–80 ms of blocking `require`.
  */
 function undici (): typeof Undici {
   undiciLib ??= createRequire(import.meta.url)('undici') as typeof Undici
@@ -39,6 +40,8 @@ const MAX_BODY_BYTES = 4096
 export interface WebhookHttpClient {
   /** POSTs `body` with `headers` to `url`; never throws. */
   post: (url: string, headers: Record<string, string>, body: string) => Promise<AttemptResult>
+  /** Loads undici now (60–80 ms of blocking `require`) instead of on the first delivery, under load. */
+  warm: () => void
   close: () => Promise<void>
 }
 
@@ -102,6 +105,7 @@ export function createWebhookHttpClient (config: Pick<WebhooksOutConfig, 'allowe
         return { statusCode: null, retryAfterS: null, error: `${code ?? e.name ?? 'error'}: ${String(e.message ?? '').slice(0, 200)}`, kind: 'network' }
       }
     },
+    warm () { agentOf() },
     async close () { await agent?.close() }
   }
 }

@@ -5,7 +5,7 @@
  * when it closes. See docs/webhooks-out.md.
  */
 import type { FastifyBaseLogger } from 'fastify'
-import type { Kysely } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import type { WebhooksOutConfig } from '../config/webhooks-out.ts'
 import type { RecordHooks } from '../ingest/record-events.ts'
 import type { Metrics } from '../metrics.ts'
@@ -54,6 +54,14 @@ export function createWebhooksOut (deps: {
         } catch (err) {
           log.warn({ err }, 'webhooks-out: LISTEN failed; polling only')
         }
+      }
+      // With subscriptions already there, deliveries will come: load the HTTP client now, not
+      // in the middle of the first burst of callbacks.
+      try {
+        const { rows } = await sql`select 1 from webhook_subscriptions where enabled limit 1`.execute(db)
+        if (rows.length > 0) http.warm()
+      } catch (err) {
+        log.warn({ err }, 'webhooks-out: could not look for subscriptions; the HTTP client loads on the first delivery')
       }
       dispatcher.start()
       sender.start()
