@@ -46,4 +46,6 @@ t.test('SIGKILL of Tidings mid-delivery: after a restart every recorded change i
   const recorded = await deliveredAllRecorded(db, receiver, 60_000)
   t.ok(recorded.length > 0)
   checkDeliveredAsRecorded(t, receiver, recorded)
+  // With a subscription stored, the restarted server loads its HTTP client at start.
+  t.notOk(server.logs.some((l) => String(l.msg).includes('could not look for subscriptions')), 'the restarted server looked for subscriptions at start')
 })
