@@ -40,13 +40,13 @@ t.teardown(async () => { await proxied.close() })
 const config = loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '500' }))
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger
 
-function workerOver (executor: Kysely<Database>): FallbackWorkerDeps {
+function workerOver (executor: Kysely<Database>, leaseMs = LEASE_MS): FallbackWorkerDeps {
   return {
     db: executor,
     recorder: createRecorder({ db: executor, maxBatch: 1, concurrency: 1 }),
     twilio: twilioClientsOf(config),
     statusCallbackUrl: `${config.publicBaseUrl}/webhooks/twilio/status`,
-    leaseMs: LEASE_MS,
+    leaseMs,
     log
   }
 }
@@ -90,23 +90,25 @@ async function driveToEnd (deps: FallbackWorkerDeps, sid: string, ms: number): P
 t.test('a second create whose outcome is unknown is waited for like the first: no second SMS when Twilio accepts it late', async (t) => {
   const to = randomNumber()
   const { sid, fallbackId } = await failedWhatsApp(to)
-  // Create 1: 503 (maybe accepted, but nothing was). Create 2: Twilio creates it 1.5 s after the
-  // request, long after the client's 500 ms timeout but within the lease. Create 3: at once.
-  fake.answerNextSendsTo(to, { kind: 'http', status: 503 }, { kind: 'accept_late', delayMs: 1500 }, { kind: 'ok' })
+  // Create 1: 503 (maybe accepted, but nothing was). Create 2: Twilio creates it 3 s after the
+  // request, long after the client's 500 ms timeout but within the 4 s lease. Create 3: at once.
+  const leaseMs = 4000
+  const worker = workerOver(db, leaseMs)
+  fake.answerNextSendsTo(to, { kind: 'http', status: 503 }, { kind: 'accept_late', delayMs: 3000 }, { kind: 'ok' })
 
-  t.match(await attempt(direct, fallbackId), /20500/, 'attempt 1: 503')
-  await sleep(LEASE_MS + 200)
+  t.match(await attempt(worker, fallbackId), /20500/, 'attempt 1: 503')
+  await sleep(leaseMs + 200)
   // Attempt 2: the first create is a lease old and nothing came of it, so this one sends; it times out.
-  t.match(await attempt(direct, fallbackId), /ECONNABORTED|timeout/i, 'attempt 2: the create timed out')
+  t.match(await attempt(worker, fallbackId), /ECONNABORTED|timeout/i, 'attempt 2: the create timed out')
   const started = Date.now()
   // Attempt 3, at once: the lookup finds nothing yet, and the create that may still land is 2's.
-  const third = await attempt(direct, fallbackId)
-  t.ok(Date.now() - started < 1000, 'attempt 3 ran before Twilio accepted create 2')
+  const third = await attempt(worker, fallbackId)
+  t.ok(Date.now() - started < 2500, 'attempt 3 ran before Twilio accepted create 2')
   t.not(third, 'ok', 'attempt 3 did not finish the fallback')
   t.equal(creates(to), 2, `attempt 3 sent no create: it waits for create 2 (it said: ${third})`)
   t.match(await fallbackOf(sid), { state: 'pending', error_code: 'ECONNABORTED' }, 'released, keeping create 2\'s error as the last one')
 
-  const row = await driveToEnd(direct, sid, 30_000)
+  const row = await driveToEnd(worker, sid, 30_000)
   await sleep(3000)
   const sms = fake.sent().filter((m) => m.to === to)
   t.equal(sms.length, 1, `exactly one SMS reached Twilio (saw ${sms.length})`)

@@ -40,8 +40,10 @@ async function send (key: string, to: string): Promise<Awaited<ReturnType<typeof
 t.test('a retry with the key soon after a timeout, while Twilio may still accept the first request, sends nothing and says when to retry; the later retry adopts the late message', async (t) => {
   const to = randomNumber()
   const key = `k-late-${to}`
-  // Twilio creates the first message 1.5 s after the request, long after the client's 300 ms timeout.
-  fake.answerNextSendsTo(to, { kind: 'accept_late', delayMs: 1500 }, { kind: 'ok' })
+  // Twilio creates the first message 3 s after the request, long after the client's 300 ms timeout
+  // but within the key's lease.
+  fake.answerNextSendsTo(to, { kind: 'accept_late', delayMs: 3000 }, { kind: 'ok' })
+  const firstAt = Date.now()
   const first = await send(key, to)
   t.equal(first.statusCode, 502, 'the first request timed out')
   t.match(first.json(), { code: 'twilio_unavailable' })
@@ -60,7 +62,8 @@ t.test('a retry with the key soon after a timeout, while Twilio may still accept
     later = await send(key, to)
   }
   t.equal(later.statusCode, 201)
-  await sleep(1000)
+  // Count once the late message has landed.
+  await sleep(Math.max(1000, firstAt + 4000 - Date.now()))
   const sent = fake.sent().filter((m) => m.to === to)
   t.equal(sent.length, 1, `one message at Twilio (saw ${sent.length})`)
   t.equal(later.json().sid, sent[0]?.sid, 'the late one, adopted')
