@@ -3,7 +3,7 @@ import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config/config.ts'
 import { startFakeTwilio } from './fakes/fake-twilio.ts'
 import { API_KEY, contractChecker, postCallback } from './helpers/app.ts'
-import { proxiedDatabase, startCutProxy } from './helpers/cut-proxy.ts'
+import { proxiedTestDatabase } from './helpers/cut-proxy.ts'
 import { createTestDatabase } from './helpers/database.ts'
 import { fallbackEnv, randomNumber, sleep, storeWhatsAppMessage, waitForFallback, whatsappCallback, SMS_FROM, WA_FROM } from './helpers/fallback.ts'
 import { claimIdempotencyKey, completeIdempotencyKey, IdempotencyLeaseLostError, startSendAttempt } from '../src/db/idempotency.ts'
@@ -21,11 +21,7 @@ async function setup (t: Tap, env: Record<string, string> = {}) {
   const checkContract = contractChecker(t)
   const fake = await startFakeTwilio()
   t.teardown(async () => { await fake.close() })
-  const { db, url, handle } = await createTestDatabase(t)
-  const proxy = await startCutProxy(url)
-  t.teardown(async () => { await proxy.close() })
-  const proxied = proxiedDatabase(proxy.url)
-  t.teardown(async () => { await proxied.close() })
+  const { db, url, handle, proxy, proxied } = await proxiedTestDatabase(t)
   const config = loadConfig(fallbackEnv(fake.url, { FALLBACK_MAX_ATTEMPTS: '12', ...env }))
   const app = await buildApp(config, { db: proxied.db, jobQueue: { connectionString: url }, listen: handle.listen })
   checkContract(app)

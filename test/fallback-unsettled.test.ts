@@ -21,8 +21,7 @@ import { recordEvents } from '../src/ingest/record-events.ts'
 import { twilioClientsOf } from '../src/providers/twilio-rest.ts'
 import { startFakeTwilio } from './fakes/fake-twilio.ts'
 import { ACCOUNT_SID } from './helpers/app.ts'
-import { proxiedDatabase, startCutProxy } from './helpers/cut-proxy.ts'
-import { createTestDatabase } from './helpers/database.ts'
+import { proxiedTestDatabase } from './helpers/cut-proxy.ts'
 import { fallbackEnv, randomNumber, sleep, storeWhatsAppMessage, WA_FROM } from './helpers/fallback.ts'
 
 t.setTimeout(3 * 60_000)
@@ -32,11 +31,7 @@ const LEASE_MS = 2000
 
 const fake = await startFakeTwilio()
 t.teardown(async () => { await fake.close() })
-const { db, url } = await createTestDatabase(t)
-const proxy = await startCutProxy(url)
-t.teardown(async () => { await proxy.close() })
-const proxied = proxiedDatabase(proxy.url)
-t.teardown(async () => { await proxied.close() })
+const { db, proxy, proxied } = await proxiedTestDatabase(t)
 const config = loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '500' }))
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger
 

@@ -9,8 +9,7 @@ import { buildApp } from '../src/app.ts'
 import { loadConfig } from '../src/config/config.ts'
 import { startFakeTwilio } from './fakes/fake-twilio.ts'
 import { API_KEY, contractChecker } from './helpers/app.ts'
-import { proxiedDatabase, startCutProxy } from './helpers/cut-proxy.ts'
-import { createTestDatabase } from './helpers/database.ts'
+import { proxiedTestDatabase } from './helpers/cut-proxy.ts'
 import { fallbackEnv, randomNumber, sleep, SMS_FROM } from './helpers/fallback.ts'
 
 t.setTimeout(3 * 60_000)
@@ -22,12 +21,8 @@ const LEASE_MS = 2 * TIMEOUT_MS + 5000
 
 const fake = await startFakeTwilio()
 t.teardown(async () => { await fake.close() })
-const { url, handle } = await createTestDatabase(t)
-const proxy = await startCutProxy(url)
-t.teardown(async () => { await proxy.close() })
 // A held answer must not end in the client's query timeout: a paused process would not time out either.
-const proxied = proxiedDatabase(proxy.url, { queryTimeoutMs: 60_000 })
-t.teardown(async () => { await proxied.close() })
+const { url, handle, proxy, proxied } = await proxiedTestDatabase(t, { queryTimeoutMs: 60_000 })
 const app = await buildApp(loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: String(TIMEOUT_MS) })), { db: proxied.db, jobQueue: { connectionString: url }, listen: handle.listen })
 contractChecker(t)(app)
 t.teardown(async () => { await app.close() })

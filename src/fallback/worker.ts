@@ -24,7 +24,7 @@ import type { Recorder } from '../ingest/recorder.ts'
 import { classifyTwilioError, type TwilioClient, type TwilioClientFor, type TwilioFailure } from '../providers/twilio-rest.ts'
 import { claimFallback, finishFallback, isKnownFallbackSid, LeaseLostError, linkSentFallback, releaseForRetry, startAttempt } from './repository.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
-import { CREATE_START_SHARE_OF_LEASE, findEarlierSend } from '../providers/twilio-lookup.ts'
+import { findEarlierSend, startWithinLease } from '../providers/twilio-lookup.ts'
 
 export interface FallbackWorkerDeps {
   db: Kysely<Database>
@@ -145,14 +145,11 @@ export async function runFallbackAttempt (deps: FallbackWorkerDeps, fallbackId: 
       return
     }
 
-    // Measured from before the request, so it covers every moment the renewed lease can have run.
-    const askedAt = performance.now()
-    const started = await startAttempt(deps.db, fallback.id, generation, deps.leaseMs)
+    const { value: started, stalledMs } = await startWithinLease(deps.leaseMs, async () => await startAttempt(deps.db, fallback.id, generation, deps.leaseMs))
     if (started === 'fenced') { log.info('fallback attempt taken over by a newer one; not sending'); return }
     if (started === 'opted_out') { log.info('fallback skipped: the caller turned it off'); return }
-    const stalledMs = performance.now() - askedAt
-    if (stalledMs > deps.leaseMs * CREATE_START_SHARE_OF_LEASE) {
-      throw new AttemptStalled(`${Math.round(stalledMs)} ms passed between recording the attempt and sending (more than half the ${deps.leaseMs} ms lease); another attempt may have taken over, so this one sent nothing`)
+    if (stalledMs !== null) {
+      throw new AttemptStalled(`${stalledMs} ms passed between recording the attempt and sending (more than half the ${deps.leaseMs} ms lease); another attempt may have taken over, so this one sent nothing`)
     }
     phase = 'creating'
     const created = await viaTwilio(async () => await client.messages.create({

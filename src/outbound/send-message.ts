@@ -29,7 +29,7 @@ import { AppError } from '../errors.ts'
 import type { Recorder } from '../ingest/recorder.ts'
 import { classifyTwilioError, isTwilioRestException, type TwilioClientFor } from '../providers/twilio-rest.ts'
 import { twilioMessageToEvent, type TwilioMessageResource } from '../domain/twilio-message.ts'
-import { CREATE_START_SHARE_OF_LEASE, findEarlierSend } from '../providers/twilio-lookup.ts'
+import { findEarlierSend, startWithinLease } from '../providers/twilio-lookup.ts'
 import { checkStorable } from './check-storable.ts'
 
 /** The request body of `POST /v1/messages`, after schema validation. */
@@ -233,14 +233,12 @@ export async function sendMessage (deps: SendDeps, r: SendRequest, apiKeyName: s
     }
     if (created === undefined) {
       if (holder !== undefined) {
-        // Measured from before the request, so it covers every moment the renewed lease can have run.
-        const askedAt = performance.now()
-        await startSendAttempt(deps.db, holder, deps.idempotencyLeaseMs)
-        const stalledMs = performance.now() - askedAt
-        if (stalledMs > deps.idempotencyLeaseMs * CREATE_START_SHARE_OF_LEASE) {
+        const h = holder
+        const { stalledMs } = await startWithinLease(deps.idempotencyLeaseMs, async () => { await startSendAttempt(deps.db, h, deps.idempotencyLeaseMs) })
+        if (stalledMs !== null) {
           // Stalled (a paused process, a blocked event loop) long enough for the lease to run out:
           // another request with the key may have taken it over and sent.
-          throw new AppError('overloaded', `Tidings stalled for ${Math.round(stalledMs)} ms before calling Twilio; nothing was sent. Retry with the same Idempotency-Key`, { retryAfterS: 1 })
+          throw new AppError('overloaded', `Tidings stalled for ${stalledMs} ms before calling Twilio; nothing was sent. Retry with the same Idempotency-Key`, { retryAfterS: 1 })
         }
       }
       creating = true

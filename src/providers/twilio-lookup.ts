@@ -27,6 +27,19 @@ import type { TwilioClient } from './twilio-rest.ts'
  */
 export const CREATE_START_SHARE_OF_LEASE = 0.5
 
+/**
+ * Runs `start`, the "attempt started" record that renews a send's lease, and says whether the
+ * create may still begin: `stalledMs` is the time from before `start` was asked (so it covers every
+ * moment the renewed lease can have run) when that exceeds `CREATE_START_SHARE_OF_LEASE` of
+ * `leaseMs`, else `null`. With a `stalledMs` the caller sends nothing.
+ */
+export async function startWithinLease<T> (leaseMs: number, start: () => Promise<T>): Promise<{ value: T, stalledMs: number | null }> {
+  const askedAt = performance.now()
+  const value = await start()
+  const elapsedMs = performance.now() - askedAt
+  return { value, stalledMs: elapsedMs > leaseMs * CREATE_START_SHARE_OF_LEASE ? Math.round(elapsedMs) : null }
+}
+
 /** Messages listed per lookup (one page): more to one number from one sender within minutes is not expected. */
 export const LOOKUP_PAGE_SIZE = 200
 

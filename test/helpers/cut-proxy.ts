@@ -14,6 +14,7 @@ import net from 'node:net'
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Database } from '../../src/db/database.ts'
+import { createTestDatabase } from './database.ts'
 
 export interface CutProxy {
   /** The proxied server's URL (same user and database, the proxy's port). */
@@ -159,4 +160,18 @@ export function proxiedDatabase (url: string, opts: { queryTimeoutMs?: number } 
   pool.on('connect', (client) => { client.on('error', () => {}) })
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
   return { db, close: async () => { await db.destroy() } }
+}
+
+/**
+ * A fresh test database (`createTestDatabase`) with a cut proxy in front of it and a Kysely over
+ * the proxy (`proxiedDatabase`), all closed at teardown: `db` and `handle` reach the database
+ * directly (the test's own checks, pg-boss), `proxied.db` through the proxy (the code under test).
+ */
+export async function proxiedTestDatabase (t: { teardown: (fn: () => unknown) => void }, opts: { queryTimeoutMs?: number } = {}) {
+  const { db, url, handle } = await createTestDatabase(t)
+  const proxy = await startCutProxy(url)
+  t.teardown(async () => { await proxy.close() })
+  const proxied = proxiedDatabase(proxy.url, opts)
+  t.teardown(async () => { await proxied.close() })
+  return { db, url, handle, proxy, proxied }
 }

@@ -28,8 +28,7 @@ import { registerMessage } from '../../src/outbound/register-message.ts'
 import { twilioClientsOf } from '../../src/providers/twilio-rest.ts'
 import { startFakeTwilio, type CreateBehaviour } from '../fakes/fake-twilio.ts'
 import { ACCOUNT_SID, API_KEY, contractChecker } from './app.ts'
-import { proxiedDatabase, startCutProxy } from './cut-proxy.ts'
-import { createTestDatabase } from './database.ts'
+import { proxiedTestDatabase } from './cut-proxy.ts'
 import { fallbackEnv, randomNumber, sleep, storeWhatsAppMessage, SMS_FROM, WA_FROM } from './fallback.ts'
 
 // The file's time budget (tap's default is 120 s): 200 random schedules and two sweeps of every statement: minutes on a busy machine, bounded.
@@ -41,11 +40,7 @@ const FINAL = ['sent', 'failed', 'skipped']
 
 const fake = await startFakeTwilio()
 t.teardown(async () => { await fake.close() })
-const { db, url } = await createTestDatabase(t)
-const proxy = await startCutProxy(url)
-t.teardown(async () => { await proxy.close() })
-const proxied = proxiedDatabase(proxy.url)
-t.teardown(async () => { await proxied.close() })
+const { db, proxy, proxied } = await proxiedTestDatabase(t)
 // Short enough to keep 200 schedules quick, long enough that a loaded machine still gets answers.
 const config = loadConfig(fallbackEnv(fake.url, { TWILIO_REQUEST_TIMEOUT_MS: '600' }))
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger
